@@ -1,0 +1,230 @@
+//! Support for the code that `#[cached]` and `#[invalidates]` generate.
+//!
+//! Not public API: everything here may change in any release. The macros
+//! refer to these items by absolute path (`::cache_runtime::__private::...`)
+//! so that user code that shadows `Option`, `Result` or anything else cannot
+//! change what the expansion means.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
+
+pub use crate::codec::CodecKind;
+pub use crate::key::KeyWriter;
+pub use crate::{Cache, Options};
+pub use core;
+pub use serde;
+pub use std;
+
+/// The cache the macros use when no `cache = expr` is given: the installed
+/// global one, or, when none is installed, a pass-through cache that runs
+/// every body and warns once.
+pub fn global() -> &'static Cache {
+    Cache::global()
+}
+
+/// `cache = expr`: accepts a `Cache`, a `&Cache`, an `Arc<Cache>` and
+/// anything else that borrows as a `Cache`.
+pub fn borrow_cache<C: core::borrow::Borrow<Cache> + ?Sized>(c: &C) -> &Cache {
+    c.borrow()
+}
+
+/// The codec behind `codec = "bincode"`; it exists only with the runtime's
+/// `bincode` feature, and says so when it is missing.
+pub fn bincode_codec<T: BincodeEnabled>() -> CodecKind {
+    T::KIND
+}
+
+/// Implemented only when the `bincode` feature of cache-runtime is on.
+#[diagnostic::on_unimplemented(
+    message = "`codec = \"bincode\"` needs the `bincode` feature of cache-runtime",
+    label = "enable it with `cache-runtime = {{ version = \"..\", features = [\"bincode\"] }}`"
+)]
+pub trait BincodeEnabled {
+    #[doc(hidden)]
+    const KIND: CodecKind;
+}
+
+#[cfg(feature = "bincode")]
+impl BincodeEnabled for () {
+    const KIND: CodecKind = CodecKind::Bincode;
+}
+
+/// Selects how a return type is cached, by autoref specialisation:
+/// `(&&&Wrap::<R>::new()).kind()` picks, in this order,
+/// `Result<Option<T>, E>`, `Result<T, E>`, `Option<T>`, then any `T`.
+pub struct Wrap<R>(PhantomData<fn() -> R>);
+
+impl<R> Wrap<R> {
+    /// A selector for return type `R`.
+    pub const fn new() -> Self {
+        Wrap(PhantomData)
+    }
+}
+
+impl<R> Default for Wrap<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `Result<Option<T>, E>`: `Err` is never cached, `Ok(None)` only with `cache_none`.
+pub struct ResultOptionKind<T, E>(PhantomData<fn() -> (T, E)>);
+/// `Result<T, E>`: `Err` is never cached.
+pub struct ResultKind<T, E>(PhantomData<fn() -> (T, E)>);
+/// `Option<T>`: `None` is cached only with `cache_none`.
+pub struct OptionKind<T>(PhantomData<fn() -> T>);
+/// Any other serializable `T`: always cached.
+pub struct PlainKind<T>(PhantomData<fn() -> T>);
+
+/// Highest priority: `Result<Option<T>, E>`.
+pub trait SelectResultOption<T, E> {
+    /// The selected kind.
+    fn kind(&self) -> ResultOptionKind<T, E> {
+        ResultOptionKind(PhantomData)
+    }
+}
+impl<T, E> SelectResultOption<T, E> for &&Wrap<Result<Option<T>, E>> {}
+
+/// `Result<T, E>`.
+pub trait SelectResult<T, E> {
+    /// The selected kind.
+    fn kind(&self) -> ResultKind<T, E> {
+        ResultKind(PhantomData)
+    }
+}
+impl<T, E> SelectResult<T, E> for &Wrap<Result<T, E>> {}
+
+/// `Option<T>`.
+pub trait SelectOption<T> {
+    /// The selected kind.
+    fn kind(&self) -> OptionKind<T> {
+        OptionKind(PhantomData)
+    }
+}
+impl<T> SelectOption<T> for &Wrap<Option<T>> {}
+
+/// Lowest priority: any `T`.
+pub trait SelectPlain<T> {
+    /// The selected kind.
+    fn kind(&self) -> PlainKind<T> {
+        PlainKind(PhantomData)
+    }
+}
+impl<T> SelectPlain<T> for Wrap<T> {}
+
+/// Bounds every cached value must meet.
+pub trait Cacheable: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Cacheable for T {}
+
+impl<T: Cacheable, E> ResultOptionKind<T, E> {
+    /// Runs a cached call.
+    pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<Option<T>, E>
+    where
+        F: Future<Output = Result<Option<T>, E>>,
+    {
+        cache.load_inner(key, &opts, Option::is_none, body).await
+    }
+
+    /// Whether the body succeeded (for `#[invalidates]`).
+    pub fn succeeded(&self, out: &Result<Option<T>, E>) -> bool {
+        out.is_ok()
+    }
+}
+
+impl<T: Cacheable, E> ResultKind<T, E> {
+    /// Runs a cached call.
+    pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        cache.load_inner(key, &opts, never_none, body).await
+    }
+
+    /// Whether the body succeeded (for `#[invalidates]`).
+    pub fn succeeded(&self, out: &Result<T, E>) -> bool {
+        out.is_ok()
+    }
+}
+
+impl<T: Cacheable> OptionKind<T> {
+    /// Runs a cached call.
+    pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Option<T>
+    where
+        F: Future<Output = Option<T>>,
+    {
+        let out: Result<Option<T>, Infallible> = cache
+            .load_inner(key, &opts, Option::is_none, async move { Ok(body.await) })
+            .await;
+        match out {
+            Ok(v) => v,
+        }
+    }
+
+    /// Whether the body succeeded (for `#[invalidates]`): always.
+    pub fn succeeded(&self, _out: &Option<T>) -> bool {
+        true
+    }
+}
+
+impl<T: Cacheable> PlainKind<T> {
+    /// Runs a cached call.
+    pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> T
+    where
+        F: Future<Output = T>,
+    {
+        let out: Result<T, Infallible> = cache
+            .load_inner(key, &opts, never_none, async move { Ok(body.await) })
+            .await;
+        match out {
+            Ok(v) => v,
+        }
+    }
+
+    /// Whether the body succeeded (for `#[invalidates]`): always.
+    pub fn succeeded(&self, _out: &T) -> bool {
+        true
+    }
+}
+
+/// `succeeded` for `#[invalidates]` functions, whose return type need not be
+/// serializable: `Err` is failure, anything else success.
+pub trait SucceededResult<T, E> {
+    /// Whether the body succeeded.
+    fn succeeded(&self, out: &Result<T, E>) -> bool {
+        out.is_ok()
+    }
+}
+impl<T, E> SucceededResult<T, E> for &Wrap<Result<T, E>> {}
+
+/// Any non-`Result` return counts as success.
+pub trait SucceededAny<T> {
+    /// Whether the body succeeded.
+    fn succeeded(&self, _out: &T) -> bool {
+        true
+    }
+}
+impl<T> SucceededAny<T> for Wrap<T> {}
+
+fn never_none<T>(_: &T) -> bool {
+    false
+}
+
+/// What one `#[invalidates]` call removes, rendered before the body runs.
+#[derive(Debug, Default, Clone)]
+pub struct Invalidation {
+    /// Rendered keys.
+    pub keys: Vec<String>,
+    /// Rendered tags.
+    pub tags: Vec<String>,
+    /// Rendered patterns.
+    pub patterns: Vec<String>,
+}
+
+impl Invalidation {
+    /// Runs the invalidation. Never fails the caller: a failure is counted,
+    /// logged and retried in the background until the store answers.
+    pub async fn run(&self, cache: &Cache) {
+        cache.invalidate_quiet(self).await
+    }
+}

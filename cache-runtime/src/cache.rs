@@ -1,0 +1,336 @@
+//! The cache handle, its builder and the process-wide global.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
+use std::time::Duration;
+
+use crate::codec::CodecKind;
+use crate::error::{Error, Result};
+use crate::read::Flights;
+use crate::stats::{Registry, Stats};
+use crate::store::{EntryKeys, Store};
+
+/// Default time to live when neither the call nor the builder sets one.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// Default jitter fraction.
+pub const DEFAULT_JITTER: f64 = 0.1;
+/// Default per-operation timeout.
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(250);
+/// Default lease time to live (how long a crashed loader can delay others).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// Default lifetime of a tag's version key.
+pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default maximum encoded value size.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 * 1024 * 1024;
+
+/// A handle to a cache: cheap to clone, shareable across tasks.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use cache_runtime::{Cache, Options};
+/// let cache = Cache::builder().memory().prefix("doc").build().await?;
+/// let v: Result<u32, std::convert::Infallible> =
+///     cache.get_or_load("answer", &Options::new(), || async { Ok(42) }).await;
+/// assert_eq!(v, Ok(42));
+/// assert_eq!(cache.get::<u32>("answer").await?, Some(42));
+/// # Ok::<(), cache_runtime::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) prefix: String,
+    pub(crate) default_ttl: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) codec: CodecKind,
+    pub(crate) op_timeout: Duration,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) tag_ttl: Duration,
+    pub(crate) max_value_size: usize,
+    pub(crate) max_version: AtomicU32,
+    pub(crate) stats: Registry,
+    pub(crate) flights: Flights,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("store", &self.inner.store.kind())
+            .field("prefix", &self.inner.prefix)
+            .field("default_ttl", &self.inner.default_ttl)
+            .field("jitter", &self.inner.jitter)
+            .field("codec", &self.inner.codec)
+            .finish_non_exhaustive()
+    }
+}
+
+static GLOBAL: OnceLock<Cache> = OnceLock::new();
+static PASS_THROUGH: LazyLock<Cache> = LazyLock::new(|| Cache::from_parts(Store::PassThrough, CacheBuilder::new()));
+
+impl Cache {
+    /// Starts configuring a cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::new()
+    }
+
+    /// Makes this cache the process-wide one that `#[cached]` and
+    /// `#[invalidates]` use when they are given no `cache = ...`.
+    ///
+    /// Fails with [`Error::AlreadyInstalled`] when called a second time.
+    pub fn install(self) -> Result<&'static Cache> {
+        let mut fresh = false;
+        let installed = GLOBAL.get_or_init(|| {
+            fresh = true;
+            self
+        });
+        if fresh { Ok(installed) } else { Err(Error::AlreadyInstalled) }
+    }
+
+    /// The installed cache. Before [`install`](Cache::install) this is a
+    /// pass-through cache that stores nothing and runs every loader (it logs a
+    /// warning the first time it is used), so that code calling cached
+    /// functions still works, uncached, in a process that set up no cache.
+    pub fn global() -> &'static Cache {
+        match GLOBAL.get() {
+            Some(c) => c,
+            None => &PASS_THROUGH,
+        }
+    }
+
+    /// Counters of this cache, in total and per function.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats.snapshot()
+    }
+
+    /// The key prefix of this cache.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    pub(crate) fn from_parts(store: Store, b: CacheBuilder) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                store,
+                prefix: b.prefix,
+                default_ttl: b.default_ttl,
+                jitter: b.jitter,
+                codec: b.codec,
+                op_timeout: b.op_timeout,
+                lease_ttl: b.lease_ttl,
+                tag_ttl: b.tag_ttl,
+                max_value_size: b.max_value_size,
+                max_version: AtomicU32::new(1),
+                stats: Registry::default(),
+                flights: Flights::default(),
+            }),
+        }
+    }
+
+    /// The stored keys of an entry: `{prefix}:{<key>}` (plus `:v<N>` for schema
+    /// versions above 1) and its lease. The braces make the key its own hash tag,
+    /// so an entry and its lease always share a cluster slot.
+    pub(crate) fn entry_keys(&self, key: &str, version: u32) -> EntryKeys {
+        let mut entry = String::with_capacity(self.inner.prefix.len() + key.len() + 12);
+        entry.push_str(&self.inner.prefix);
+        entry.push_str(":{");
+        crate::key::escape_frame_into(key, &mut entry);
+        entry.push('}');
+        if version != 1 {
+            self.inner.max_version.fetch_max(version, Ordering::Relaxed);
+            entry.push_str(":v");
+            entry.push_str(&version.to_string());
+        }
+        let mut lease = String::with_capacity(entry.len() + 2);
+        lease.push_str(&entry);
+        lease.push_str(":L");
+        EntryKeys { entry, lease }
+    }
+
+    /// The stored key of a tag's version token.
+    pub(crate) fn tag_key(&self, tag: &str) -> String {
+        let mut k = String::with_capacity(self.inner.prefix.len() + tag.len() + 5);
+        k.push_str(&self.inner.prefix);
+        k.push_str(":t:{");
+        crate::key::escape_frame_into(tag, &mut k);
+        k.push('}');
+        k
+    }
+
+    /// Stops the cache: background work is flushed and finished.
+    pub async fn shutdown(&self) -> Result<()> {
+        crate::invalidate::drain_retries(self).await;
+        Ok(())
+    }
+}
+
+/// Configures and connects a [`Cache`]. Start with [`Cache::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct CacheBuilder {
+    pub(crate) backend: Backend,
+    pub(crate) prefix: String,
+    pub(crate) default_ttl: Duration,
+    pub(crate) jitter: f64,
+    pub(crate) codec: CodecKind,
+    pub(crate) op_timeout: Duration,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) tag_ttl: Duration,
+    pub(crate) max_value_size: usize,
+}
+
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Unset,
+    Url(String),
+    Cluster(Vec<String>),
+    Memory,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Unset => f.write_str("Unset"),
+            Backend::Url(u) => write!(f, "Url({})", crate::store::redact_url(u)),
+            Backend::Cluster(us) => {
+                let shown: Vec<String> = us.iter().map(|u| crate::store::redact_url(u)).collect();
+                write!(f, "Cluster({shown:?})")
+            }
+            Backend::Memory => f.write_str("Memory"),
+        }
+    }
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CacheBuilder {
+    /// A builder with the defaults: prefix `"cache"`, ttl 1 h, jitter 0.1,
+    /// postcard, 250 ms per operation.
+    pub fn new() -> Self {
+        CacheBuilder {
+            backend: Backend::Unset,
+            prefix: "cache".to_string(),
+            default_ttl: DEFAULT_TTL,
+            jitter: DEFAULT_JITTER,
+            codec: CodecKind::Postcard,
+            op_timeout: DEFAULT_OP_TIMEOUT,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            tag_ttl: DEFAULT_TAG_TTL,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+        }
+    }
+
+    /// Use the Redis server at this URL (`redis://`, `rediss://`, `redis+unix://`).
+    pub fn url(mut self, url: impl AsRef<str>) -> Self {
+        self.backend = Backend::Url(url.as_ref().to_string());
+        self
+    }
+
+    /// Use a Redis Cluster reached through these seed nodes.
+    pub fn cluster<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.backend = Backend::Cluster(nodes.into_iter().map(|s| s.as_ref().to_string()).collect());
+        self
+    }
+
+    /// Use the in-process store (no server; same semantics).
+    pub fn memory(mut self) -> Self {
+        self.backend = Backend::Memory;
+        self
+    }
+
+    /// Prefix of every stored key (default `"cache"`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Time to live of entries whose call sets none (default 1 h).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Default jitter fraction (default 0.1).
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Default codec (default postcard).
+    pub fn codec(mut self, codec: CodecKind) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Upper bound of one store operation (default 250 ms). A read whose store
+    /// operation times out runs the loader instead.
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.op_timeout = timeout;
+        self
+    }
+
+    /// How long a lease lasts: a loader that crashes delays others by at most this.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Lifetime of a tag's version key (default 7 days). An entry outliving
+    /// its tag's key becomes a miss, never a stale hit.
+    pub fn tag_ttl(mut self, ttl: Duration) -> Self {
+        self.tag_ttl = ttl;
+        self
+    }
+
+    /// Largest encoded value that is stored or read back (default 16 MiB).
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.prefix.is_empty() || self.prefix.len() > 128 {
+            return Err(Error::config("prefix must be 1 to 128 bytes long"));
+        }
+        if let Some(c) = self.prefix.chars().find(|c| matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\') || c.is_whitespace() || c.is_control()) {
+            return Err(Error::config(format_args!("prefix may not contain {c:?}")));
+        }
+        if self.default_ttl.is_zero() {
+            return Err(Error::config("default_ttl must be positive"));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(Error::config("jitter must be within 0.0 ..= 1.0"));
+        }
+        if self.op_timeout.is_zero() || self.lease_ttl.is_zero() || self.tag_ttl.is_zero() {
+            return Err(Error::config("op_timeout, lease_ttl and tag_ttl must be positive"));
+        }
+        Ok(())
+    }
+
+    /// Connects (for Redis: opens the connection and loads the scripts).
+    pub async fn build(self) -> Result<Cache> {
+        self.validate()?;
+        let store = match &self.backend {
+            Backend::Unset => {
+                return Err(Error::config("choose a store: .url(..), .cluster(..) or .memory()"));
+            }
+            Backend::Memory => Store::Memory(crate::store::memory::MemoryStore::new()),
+            Backend::Url(url) => Store::Redis(crate::store::redis::RedisStore::connect(url, self.op_timeout).await?),
+            Backend::Cluster(_) => {
+                return Err(Error::config("Redis Cluster support is not available in this release"));
+            }
+        };
+        Ok(Cache::from_parts(store, self))
+    }
+}

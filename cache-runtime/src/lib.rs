@@ -1,0 +1,29 @@
+#![doc = include_str!("../../README.md")]
+#![warn(missing_docs)]
+
+mod cache;
+pub mod codec;
+mod envelope;
+mod error;
+pub mod key;
+mod options;
+mod read;
+mod invalidate;
+mod stats;
+mod store;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use cache::{Cache, CacheBuilder};
+pub use codec::{Codec, CodecKind};
+pub use error::{Error, Result};
+pub use options::Options;
+pub use stats::{FunctionStats, Stats};
+
+/// Caches an `async fn`'s result. See the [crate documentation](crate) for the
+/// arguments.
+pub use cache_macros::cached;
+/// Invalidates keys, tags or patterns when an `async fn` runs. See the
+/// [crate documentation](crate) for the arguments.
+pub use cache_macros::invalidates;

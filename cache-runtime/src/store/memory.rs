@@ -1,0 +1,1 @@
+pub(crate) struct MemoryStore; impl MemoryStore { pub(crate) fn new() -> Self { MemoryStore } }
