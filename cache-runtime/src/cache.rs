@@ -54,6 +54,7 @@ pub(crate) struct Inner {
     pub(crate) max_version: AtomicU32,
     pub(crate) stats: Registry,
     pub(crate) flights: Flights,
+    pub(crate) pending: crate::invalidate::Pending,
 }
 
 impl std::fmt::Debug for Cache {
@@ -64,6 +65,7 @@ impl std::fmt::Debug for Cache {
             .field("default_ttl", &self.inner.default_ttl)
             .field("jitter", &self.inner.jitter)
             .field("codec", &self.inner.codec)
+            .field("op_timeout", &self.inner.op_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +128,7 @@ impl Cache {
                 max_version: AtomicU32::new(1),
                 stats: Registry::default(),
                 flights: Flights::default(),
+                pending: Default::default(),
             }),
         }
     }

@@ -105,9 +105,9 @@ impl Codec for MsgPack {
             .map_err(|e| CodecError::new(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
         let v = T::deserialize(&mut de).map_err(|e| CodecError::new(Self::NAME, e))?;
-        if de.get_ref().is_empty() {
+        if de.position() == bytes.len() as u64 {
             Ok(v)
         } else {
             Err(CodecError::new(Self::NAME, "trailing bytes"))

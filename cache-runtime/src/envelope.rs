@@ -1,1 +1,282 @@
+//! The versioned envelope around every stored value.
+//!
+//! ```text
+//! offset  size  field
+//! 0       2     magic "RC"
+//! 2       1     format version (1)
+//! 3       1     codec id (see codec.rs)
+//! 4       1     flags (bit 0: the value is a cached "none")
+//! 5       n     tag tokens, ASCII, comma-separated, then ';'
+//! 5+n+1   8     fresh until, Unix ms, little endian
+//!         4     loader compute time, µs, little endian
+//!         4     payload length, little endian (truncation shows)
+//!         2     number of tag names, little endian
+//!         ...   each tag name: u16 length + UTF-8 bytes
+//!         ...   payload (codec output)
+//! ```
+//!
+//! The tag-token section comes first and is plain ASCII so that the Lua read
+//! script can compare it with the tags' current tokens in the same round trip
+//! as the GET. Anything that does not parse, carries another format version or
+//! another codec is reported as [`EnvelopeError`] and read as a miss.
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{CodecError, CodecKind};
+
+pub(crate) const MAGIC: &[u8; 2] = b"RC";
+pub(crate) const FORMAT: u8 = 1;
+/// Offset of the tag-token section.
+pub(crate) const TOKENS_AT: usize = 5;
+pub(crate) const FLAG_NONE: u8 = 1;
+
+/// Why stored bytes were not accepted.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EnvelopeError {
+    #[error("not an envelope")]
+    BadMagic,
+    #[error("envelope format {0} is not supported")]
+    Format(u8),
+    #[error("written with codec {found}, read with {expected}")]
+    Codec { found: u8, expected: u8 },
+    #[error("truncated envelope")]
+    Truncated,
+    #[error("value of {0} bytes is over the maximum")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Decode(#[from] CodecError),
+}
+
+/// Fields of the header besides the tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) flags: u8,
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) compute_us: u32,
+}
+
+/// A parsed envelope, borrowing the stored bytes.
+#[derive(Debug)]
+pub(crate) struct Parsed<'a> {
+    pub(crate) codec: u8,
+    pub(crate) meta: Meta,
+    #[allow(dead_code)]
+    pub(crate) tokens: &'a [u8],
+    pub(crate) tag_names: Vec<&'a str>,
+    pub(crate) payload: &'a [u8],
+}
+
+/// Encodes `value` into an envelope with the given tag tokens (comma-separated).
+pub(crate) fn encode<T: Serialize + ?Sized>(
+    codec: CodecKind,
+    value: &T,
+    meta: Meta,
+    tokens: &str,
+    tag_names: &[String],
+    max_size: usize,
+) -> Result<Vec<u8>, crate::Error> {
+    let names_len: usize = tag_names.iter().map(|n| 2 + n.len()).sum();
+    let mut out = Vec::with_capacity(TOKENS_AT + tokens.len() + 1 + 14 + names_len + 64);
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT);
+    out.push(codec.id());
+    out.push(meta.flags);
+    out.extend_from_slice(tokens.as_bytes());
+    out.push(b';');
+    out.extend_from_slice(&meta.fresh_until_ms.to_le_bytes());
+    out.extend_from_slice(&meta.compute_us.to_le_bytes());
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let count = u16::try_from(tag_names.len()).map_err(|_| crate::Error::InvalidKey("more than 65535 tags".into()))?;
+    out.extend_from_slice(&count.to_le_bytes());
+    for name in tag_names {
+        let len = u16::try_from(name.len()).map_err(|_| crate::Error::InvalidKey("tag longer than 65535 bytes".into()))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+    }
+    let payload_at = out.len();
+    codec.encode(value, &mut out)?;
+    if out.len() > max_size {
+        return Err(crate::Error::TooLarge {
+            size: out.len(),
+            max: max_size,
+        });
+    }
+    let payload_len = u32::try_from(out.len() - payload_at).map_err(|_| crate::Error::TooLarge {
+        size: out.len(),
+        max: u32::MAX as usize,
+    })?;
+    out[len_at..len_at + 4].copy_from_slice(&payload_len.to_le_bytes());
+    Ok(out)
+}
+
+/// Splits an envelope encoded with empty tokens into the part before and the
+/// part after the token section, so the store can splice the current tokens in.
+pub(crate) fn split_for_tokens(bytes: &[u8]) -> (&[u8], &[u8]) {
+    debug_assert_eq!(bytes.get(TOKENS_AT), Some(&b';'));
+    (&bytes[..TOKENS_AT], bytes.get(TOKENS_AT + 1..).unwrap_or_default())
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
+        let end = self.at.checked_add(n).ok_or(EnvelopeError::Truncated)?;
+        let s = self.bytes.get(self.at..end).ok_or(EnvelopeError::Truncated)?;
+        self.at = end;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16, EnvelopeError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, EnvelopeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, EnvelopeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+/// Parses the header of stored bytes without decoding the payload.
+pub(crate) fn parse(bytes: &[u8], max_size: usize) -> Result<Parsed<'_>, EnvelopeError> {
+    if bytes.len() > max_size {
+        return Err(EnvelopeError::TooLarge(bytes.len()));
+    }
+    if bytes.len() < TOKENS_AT + 1 || &bytes[..2] != MAGIC {
+        return Err(EnvelopeError::BadMagic);
+    }
+    if bytes[2] != FORMAT {
+        return Err(EnvelopeError::Format(bytes[2]));
+    }
+    let codec = bytes[3];
+    let flags = bytes[4];
+    let semi = bytes[TOKENS_AT..]
+        .iter()
+        .position(|&b| b == b';')
+        .ok_or(EnvelopeError::Truncated)?;
+    let tokens = &bytes[TOKENS_AT..TOKENS_AT + semi];
+    let mut r = Reader {
+        bytes,
+        at: TOKENS_AT + semi + 1,
+    };
+    let fresh_until_ms = r.u64()?;
+    let compute_us = r.u32()?;
+    let payload_len = r.u32()? as usize;
+    let count = r.u16()? as usize;
+    // Each name needs at least its 2-byte length: refuse counts the buffer cannot hold
+    // before allocating for them.
+    if count * 2 > bytes.len() - r.at {
+        return Err(EnvelopeError::Truncated);
+    }
+    let mut tag_names = Vec::with_capacity(count);
+    for _ in 0..count {
+        let len = r.u16()? as usize;
+        let name = std::str::from_utf8(r.take(len)?).map_err(|_| EnvelopeError::Truncated)?;
+        tag_names.push(name);
+    }
+    if bytes.len() - r.at != payload_len {
+        return Err(EnvelopeError::Truncated);
+    }
+    Ok(Parsed {
+        codec,
+        meta: Meta {
+            flags,
+            fresh_until_ms,
+            compute_us,
+        },
+        tokens,
+        tag_names,
+        payload: &bytes[r.at..],
+    })
+}
+
+/// Parses and decodes a stored value read with codec `codec`.
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    codec: CodecKind,
+    max_size: usize,
+) -> Result<(T, Meta), EnvelopeError> {
+    let p = parse(bytes, max_size)?;
+    if p.codec != codec.id() {
+        return Err(EnvelopeError::Codec {
+            found: p.codec,
+            expected: codec.id(),
+        });
+    }
+    let v = codec.decode(p.payload)?;
+    Ok((v, p.meta))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MAX: usize = 1 << 20;
+
+    fn meta() -> Meta {
+        Meta {
+            flags: 0,
+            fresh_until_ms: 1_700_000_000_000,
+            compute_us: 1234,
+        }
+    }
+
+    #[test]
+    fn round_trip_with_tags() {
+        let tags = vec!["users".to_string(), "user:1".to_string()];
+        let b = encode(CodecKind::Postcard, &("x", 5u32), meta(), "ab,cd", &tags, MAX).unwrap();
+        let p = parse(&b, MAX).unwrap();
+        assert_eq!(p.tokens, b"ab,cd");
+        assert_eq!(p.tag_names, ["users", "user:1"]);
+        let (v, m): ((String, u32), Meta) = decode(&b, CodecKind::Postcard, MAX).unwrap();
+        assert_eq!(v, ("x".to_string(), 5));
+        assert_eq!(m, meta());
+    }
+
+    #[test]
+    fn foreign_codec_format_and_truncation_are_errors() {
+        let b = encode(CodecKind::Json, &42u64, meta(), "", &[], MAX).unwrap();
+        assert!(matches!(decode::<u64>(&b, CodecKind::Postcard, MAX), Err(EnvelopeError::Codec { .. })));
+        let mut other = b.clone();
+        other[2] = 9;
+        assert!(matches!(decode::<u64>(&other, CodecKind::Json, MAX), Err(EnvelopeError::Format(9))));
+        for cut in 0..b.len() {
+            assert!(decode::<u64>(&b[..cut], CodecKind::Json, MAX).is_err(), "cut at {cut}");
+        }
+        assert!(matches!(decode::<u64>(&b, CodecKind::Json, 4), Err(EnvelopeError::TooLarge(_))));
+    }
+
+    #[test]
+    fn oversized_values_are_refused_on_write() {
+        let big = vec![7u8; 1000];
+        assert!(matches!(
+            encode(CodecKind::Postcard, &big, meta(), "", &[], 100),
+            Err(crate::Error::TooLarge { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode::<Vec<String>>(&bytes, CodecKind::Postcard, MAX);
+            let _ = decode::<serde_json::Value>(&bytes, CodecKind::Json, MAX);
+        }
+
+        #[test]
+        fn prefixed_garbage_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let mut bytes = b"RC\x01\x01\x00;".to_vec();
+            bytes.extend_from_slice(&tail);
+            let _ = decode::<Vec<String>>(&bytes, CodecKind::Postcard, MAX);
+        }
+    }
+}

@@ -1,21 +1,20 @@
-//! Storage backends.
+//! Storage backends behind one set of operations.
+//!
+//! Each operation is one round trip on Redis (one script or command) and one
+//! critical section on the in-process store; they have the same semantics,
+//! which the conformance suite checks against both.
+
+mod glob;
 pub(crate) mod memory;
 pub(crate) mod redis;
+
+use crate::error::Result;
 
 pub(crate) enum Store {
     Redis(redis::RedisStore),
     Memory(memory::MemoryStore),
+    /// No store: every read runs its loader (the global cache before `install`).
     PassThrough,
-}
-
-impl Store {
-    pub(crate) fn kind(&self) -> &'static str {
-        match self {
-            Store::Redis(_) => "redis",
-            Store::Memory(_) => "memory",
-            Store::PassThrough => "pass-through",
-        }
-    }
 }
 
 /// The stored keys of one entry.
@@ -25,7 +24,106 @@ pub(crate) struct EntryKeys {
     pub(crate) lease: String,
 }
 
-/// A URL with its password replaced by `***`.
-pub(crate) fn redact_url(url: &str) -> String {
-    url.to_string()
+/// What a lease request carries.
+#[derive(Debug)]
+pub(crate) struct LeaseArgs<'a> {
+    pub(crate) token: &'a str,
+    pub(crate) lease_ms: u64,
+    pub(crate) tag_ttl_ms: u64,
+    /// Random prefix for tokens of tags that have none yet.
+    pub(crate) fresh: &'a str,
+}
+
+/// Result of a lookup.
+#[derive(Debug)]
+pub(crate) enum Lookup {
+    /// A stored envelope whose tags are all current.
+    Hit(Vec<u8>),
+    /// No usable entry; the caller now holds the lease. `tokens` are the tags'
+    /// tokens read before the loader runs, to be recorded in the fill.
+    Leased { tokens: String, corrupt: bool },
+    /// No usable entry; another caller holds the lease for this long.
+    Held { pttl_ms: i64, corrupt: bool },
+    /// No usable entry (no lease was asked for).
+    Miss { corrupt: bool },
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $redis:expr, $mem:expr, $pass:expr) => {
+        match $self {
+            Store::Redis($s) => $redis,
+            Store::Memory($s) => $mem,
+            Store::PassThrough => $pass,
+        }
+    };
+}
+
+impl Store {
+    pub(crate) fn kind(&self) -> &'static str {
+        dispatch!(self, _s => "redis", "memory", "pass-through")
+    }
+
+    pub(crate) async fn lookup(&self, k: &EntryKeys, tag_keys: &[String], lease: Option<&LeaseArgs<'_>>) -> Result<Lookup> {
+        dispatch!(self, s => s.lookup(k, tag_keys, lease).await, s.lookup(k, tag_keys, lease), Ok(Lookup::Miss { corrupt: false }))
+    }
+
+    pub(crate) async fn fill(&self, k: &EntryKeys, token: &str, bytes: &[u8], px: u64) -> Result<bool> {
+        dispatch!(self, s => s.fill(k, token, bytes, px).await, s.fill(k, token, bytes, px), Ok(false))
+    }
+
+    pub(crate) async fn release(&self, k: &EntryKeys, token: &str) -> Result<()> {
+        dispatch!(self, s => s.release(k, token).await, s.release(k, token), Ok(()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn set(
+        &self,
+        k: &EntryKeys,
+        tag_keys: &[String],
+        head: &[u8],
+        tail: &[u8],
+        px: u64,
+        tag_ttl_ms: u64,
+        fresh: &str,
+    ) -> Result<()> {
+        dispatch!(self, s => s.set(k, tag_keys, head, tail, px, tag_ttl_ms, fresh).await,
+            s.set(k, tag_keys, head, tail, px, tag_ttl_ms, fresh), Ok(()))
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        dispatch!(self, s => s.get(key).await, s.get(key), Ok(None))
+    }
+
+    pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        dispatch!(self, s => s.mget(keys).await, s.mget(keys), Ok(vec![None; keys.len()]))
+    }
+
+    pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64> {
+        dispatch!(self, s => s.delete(keys).await, s.delete(keys), Ok(0))
+    }
+
+    pub(crate) async fn set_tokens(&self, keys: &[String], tokens: &[String], ttl_ms: u64) -> Result<()> {
+        dispatch!(self, s => s.set_tokens(keys, tokens, ttl_ms).await, s.set_tokens(keys, tokens, ttl_ms), Ok(()))
+    }
+
+    pub(crate) async fn pttl(&self, key: &str) -> Result<i64> {
+        dispatch!(self, s => s.pttl(key).await, Ok(s.pttl(key)), Ok(-2))
+    }
+
+    pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+        dispatch!(self, s => s.delete_pattern(pattern).await, s.delete_pattern(pattern), Ok(0))
+    }
+}
+
+/// A URL with its password replaced by `***`, for `Debug` output and logs.
+pub(crate) fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<invalid url>".to_string(),
+    }
 }

@@ -1,4 +1,229 @@
-pub(crate) struct RedisStore;
+//! Redis standalone store: one multiplexed, auto-reconnecting connection
+//! (redis-rs `ConnectionManager`) and four Lua scripts, loaded at start and
+//! called by SHA.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+use super::{EntryKeys, LeaseArgs, Lookup};
+use crate::error::{Error, Result};
+
+/// The scripts, hashed once.
+struct Scripts {
+    lookup: Script,
+    fill: Script,
+    release: Script,
+    set: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Scripts {
+            lookup: Script::new(include_str!("scripts/lookup.lua")),
+            fill: Script::new(include_str!("scripts/fill.lua")),
+            release: Script::new(include_str!("scripts/release.lua")),
+            set: Script::new(include_str!("scripts/set.lua")),
+        }
+    }
+}
+
+pub(crate) struct RedisStore {
+    conn: ConnectionManager,
+    scripts: Scripts,
+    timeout: Duration,
+}
+
 impl RedisStore {
-    pub(crate) async fn connect(_url: &str, _t: std::time::Duration) -> crate::Result<Self> { Ok(RedisStore) }
+    /// Opens the connection and loads the scripts. An unreachable server is
+    /// not an error (the connection is retried in the background and reads
+    /// fall back to their loaders meanwhile); an invalid URL is.
+    pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
+            .set_response_timeout(None)
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let store = RedisStore {
+            conn,
+            scripts: Scripts::new(),
+            timeout,
+        };
+        if let Err(e) = store.load_scripts().await {
+            tracing::warn!(error = %e, "cache: Redis not reachable at start; reads use their loaders until it is");
+        }
+        Ok(store)
+    }
+
+    async fn load_scripts(&self) -> Result<()> {
+        let s = &self.scripts;
+        for script in [&s.lookup, &s.fill, &s.release, &s.set] {
+            let mut conn = self.conn.clone();
+            self.timed(async move { script.prepare_invoke().load_async(&mut conn).await }).await?;
+        }
+        Ok(())
+    }
+
+    async fn timed<T, F>(&self, f: F) -> Result<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => r.map_err(Error::from),
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+
+    pub(crate) async fn lookup(&self, k: &EntryKeys, tag_keys: &[String], lease: Option<&LeaseArgs<'_>>) -> Result<Lookup> {
+        let mut inv = self.scripts.lookup.key(&k.entry);
+        inv.key(&k.lease);
+        for t in tag_keys {
+            inv.key(t);
+        }
+        match lease {
+            Some(l) => inv.arg("1").arg(l.token).arg(l.lease_ms).arg(l.tag_ttl_ms).arg(l.fresh),
+            None => inv.arg("0").arg("").arg(0).arg(0).arg(""),
+        };
+        let mut conn = self.conn.clone();
+        let v: Value = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        parse_lookup(v)
+    }
+
+    pub(crate) async fn fill(&self, k: &EntryKeys, token: &str, bytes: &[u8], px: u64) -> Result<bool> {
+        let mut inv = self.scripts.fill.key(&k.entry);
+        inv.key(&k.lease).arg(token).arg(bytes).arg(px);
+        let mut conn = self.conn.clone();
+        let n: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        Ok(n == 1)
+    }
+
+    pub(crate) async fn release(&self, k: &EntryKeys, token: &str) -> Result<()> {
+        let mut inv = self.scripts.release.key(&k.lease);
+        inv.arg(token);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn set(
+        &self,
+        k: &EntryKeys,
+        tag_keys: &[String],
+        head: &[u8],
+        tail: &[u8],
+        px: u64,
+        tag_ttl_ms: u64,
+        fresh: &str,
+    ) -> Result<()> {
+        let mut inv = self.scripts.set.key(&k.entry);
+        inv.key(&k.lease);
+        for t in tag_keys {
+            inv.key(t);
+        }
+        inv.arg(head).arg(tail).arg(px).arg(tag_ttl_ms).arg(fresh);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("GET").arg(key).to_owned();
+        self.timed(async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    pub(crate) async fn pttl(&self, key: &str) -> Result<i64> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PTTL").arg(key).to_owned();
+        self.timed(async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("MGET").arg(keys).to_owned();
+        self.timed(async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("UNLINK").arg(keys).to_owned();
+        self.timed(async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    pub(crate) async fn set_tokens(&self, keys: &[String], tokens: &[String], ttl_ms: u64) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (k, t) in keys.iter().zip(tokens) {
+            pipe.cmd("SET").arg(k).arg(t).arg("PX").arg(ttl_ms).ignore();
+        }
+        let mut conn = self.conn.clone();
+        self.timed(async move { pipe.query_async::<()>(&mut conn).await }).await
+    }
+
+    /// SCAN + UNLINK in batches; never KEYS. Each step has its own timeout.
+    pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let mut conn = self.conn.clone();
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let (next, keys): (u64, Vec<String>) = self.timed(async move { cmd.query_async(&mut conn).await }).await?;
+            deleted += self.delete(&keys).await?;
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+}
+
+fn parse_lookup(v: Value) -> Result<Lookup> {
+    let bad = || Error::Store(redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "unexpected reply from the lookup script")));
+    match v {
+        Value::BulkString(bytes) => Ok(Lookup::Hit(bytes)),
+        Value::Array(items) => {
+            let mut it = items.into_iter();
+            let tag = it.next().ok_or_else(bad)?;
+            let second = it.next().ok_or_else(bad)?;
+            let corrupt = matches!(it.next(), Some(Value::Int(1)));
+            match tag {
+                Value::Int(0) => Ok(Lookup::Miss { corrupt }),
+                Value::Int(1) => {
+                    let tokens = match second {
+                        Value::BulkString(b) => String::from_utf8(b).map_err(|_| bad())?,
+                        _ => return Err(bad()),
+                    };
+                    Ok(Lookup::Leased { tokens, corrupt })
+                }
+                Value::Int(2) => {
+                    let pttl = match second {
+                        Value::Int(n) => n,
+                        _ => return Err(bad()),
+                    };
+                    Ok(Lookup::Held { pttl_ms: pttl, corrupt })
+                }
+                _ => Err(bad()),
+            }
+        }
+        _ => Err(bad()),
+    }
 }
