@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::codec::CodecKind;
 use crate::error::{Error, Result};
-use crate::read::Flights;
+use crate::flight::Flights;
 use crate::stats::{Registry, Stats};
 use crate::store::{EntryKeys, Store};
 
@@ -53,7 +53,9 @@ pub(crate) struct Inner {
     pub(crate) max_value_size: usize,
     pub(crate) max_version: AtomicU32,
     pub(crate) stats: Registry,
-    pub(crate) flights: Flights,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) now_ms: fn() -> u64,
+    pub(crate) random: fn() -> f64,
     pub(crate) pending: crate::invalidate::Pending,
 }
 
@@ -71,7 +73,7 @@ impl std::fmt::Debug for Cache {
 }
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
-static PASS_THROUGH: LazyLock<Cache> = LazyLock::new(|| Cache::from_parts(Store::PassThrough, CacheBuilder::new()));
+static PASS_THROUGH: LazyLock<Cache> = LazyLock::new(|| Cache::from_parts(Store::PassThrough, Arc::default(), CacheBuilder::new()));
 
 impl Cache {
     /// Starts configuring a cache.
@@ -113,7 +115,7 @@ impl Cache {
         &self.inner.prefix
     }
 
-    pub(crate) fn from_parts(store: Store, b: CacheBuilder) -> Cache {
+    pub(crate) fn from_parts(store: Store, flights: Arc<Flights>, b: CacheBuilder) -> Cache {
         Cache {
             inner: Arc::new(Inner {
                 store,
@@ -127,7 +129,9 @@ impl Cache {
                 max_value_size: b.max_value_size,
                 max_version: AtomicU32::new(1),
                 stats: Registry::default(),
-                flights: Flights::default(),
+                flights,
+                now_ms: b.now_ms,
+                random: b.random,
                 pending: Default::default(),
             }),
         }
@@ -183,6 +187,8 @@ pub struct CacheBuilder {
     pub(crate) lease_ttl: Duration,
     pub(crate) tag_ttl: Duration,
     pub(crate) max_value_size: usize,
+    pub(crate) now_ms: fn() -> u64,
+    pub(crate) random: fn() -> f64,
 }
 
 #[derive(Clone)]
@@ -227,7 +233,24 @@ impl CacheBuilder {
             lease_ttl: DEFAULT_LEASE_TTL,
             tag_ttl: DEFAULT_TAG_TTL,
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            now_ms: crate::read::now_ms,
+            random: crate::read::random_unit,
         }
+    }
+
+    /// Replaces the wall clock (Unix milliseconds) used for freshness, stale
+    /// windows and early refresh. For tests.
+    #[doc(hidden)]
+    pub fn clock(mut self, now_ms: fn() -> u64) -> Self {
+        self.now_ms = now_ms;
+        self
+    }
+
+    /// Replaces the uniform `[0, 1)` random source of early refresh. For tests.
+    #[doc(hidden)]
+    pub fn random(mut self, random: fn() -> f64) -> Self {
+        self.random = random;
+        self
     }
 
     /// Use the Redis server at this URL (`redis://`, `rediss://`, `redis+unix://`).
@@ -324,16 +347,19 @@ impl CacheBuilder {
     /// Connects (for Redis: opens the connection and loads the scripts).
     pub async fn build(self) -> Result<Cache> {
         self.validate()?;
+        let flights = Arc::new(Flights::default());
         let store = match &self.backend {
             Backend::Unset => {
                 return Err(Error::config("choose a store: .url(..), .cluster(..) or .memory()"));
             }
             Backend::Memory => Store::Memory(crate::store::memory::MemoryStore::new()),
-            Backend::Url(url) => Store::Redis(crate::store::redis::RedisStore::connect(url, self.op_timeout).await?),
+            Backend::Url(url) => Store::Redis(
+                crate::store::redis::RedisStore::connect(url, self.op_timeout, &self.prefix, Arc::downgrade(&flights)).await?,
+            ),
             Backend::Cluster(_) => {
                 return Err(Error::config("Redis Cluster support is not available in this release"));
             }
         };
-        Ok(Cache::from_parts(store, self))
+        Ok(Cache::from_parts(store, flights, self))
     }
 }

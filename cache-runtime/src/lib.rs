@@ -5,10 +5,12 @@ mod cache;
 pub mod codec;
 mod envelope;
 mod error;
+mod flight;
 pub mod key;
 mod options;
-mod read;
 mod invalidate;
+mod read;
+mod refresh;
 mod stats;
 mod store;
 

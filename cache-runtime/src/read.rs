@@ -12,88 +12,46 @@
 //! flight and decode the bytes it stored; callers in other processes back off
 //! briefly and look again.
 
-use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
 
 use crate::__private::Cacheable;
 use crate::envelope::{self, Meta};
+use crate::flight::Landing;
 use crate::stats::Counters;
-use crate::store::{EntryKeys, LeaseArgs, Lookup, Store};
+use crate::store::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Store};
 use crate::{Cache, Options};
-
-/// Outcome of a flight, as seen by the callers waiting on it.
-#[derive(Clone, Debug)]
-enum Landing {
-    Running,
-    /// The leader stored these envelope bytes.
-    Stored(Arc<Vec<u8>>),
-    /// Nothing was stored (loader failed, value not cacheable, fill refused,
-    /// leader cancelled): waiters look again.
-    Retry,
-}
-
-/// In-process loads in progress, by entry key.
-#[derive(Default)]
-pub(crate) struct Flights {
-    map: Mutex<HashMap<String, Arc<watch::Sender<Landing>>>>,
-}
-
-impl Flights {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<watch::Sender<Landing>>>> {
-        match self.map.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn subscribe(&self, key: &str) -> Option<watch::Receiver<Landing>> {
-        self.lock().get(key).map(|tx| tx.subscribe())
-    }
-}
 
 /// Registered by the caller holding a lease; tells waiters how the flight landed.
 /// If dropped before landing (the caller's future was cancelled), waiters are
-/// told to look again and the lease is given back so that one of them can lead.
+/// told to look again and the lease is given back so that one of them can
+/// take over at once rather than after the lease ttl.
 struct FlightGuard<'a> {
     cache: &'a Cache,
     keys: &'a EntryKeys,
     token: &'a str,
-    tx: Arc<watch::Sender<Landing>>,
+    slot: Arc<tokio::sync::watch::Sender<Landing>>,
     landed: bool,
 }
 
 impl<'a> FlightGuard<'a> {
     fn register(cache: &'a Cache, keys: &'a EntryKeys, token: &'a str) -> Self {
-        let tx = Arc::new(watch::Sender::new(Landing::Running));
-        cache.inner.flights.lock().insert(keys.entry.clone(), tx.clone());
         FlightGuard {
+            slot: cache.inner.flights.lead(&keys.entry),
             cache,
             keys,
             token,
-            tx,
             landed: false,
         }
     }
 
     fn land(mut self, how: Landing) {
-        self.finish(how);
-    }
-
-    fn finish(&mut self, how: Landing) {
         self.landed = true;
-        {
-            let mut map = self.cache.inner.flights.lock();
-            if map.get(&self.keys.entry).is_some_and(|tx| Arc::ptr_eq(tx, &self.tx)) {
-                map.remove(&self.keys.entry);
-            }
-        }
-        self.tx.send_replace(how);
+        self.cache.inner.flights.land(&self.keys.entry, &self.slot, how);
     }
 }
 
@@ -102,9 +60,7 @@ impl Drop for FlightGuard<'_> {
         if self.landed {
             return;
         }
-        self.finish(Landing::Retry);
-        // Cancelled while holding the lease: give it back so that a waiter can
-        // take over now rather than after the lease ttl.
+        self.cache.inner.flights.land(&self.keys.entry, &self.slot, Landing::Retry);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let cache = self.cache.clone();
             let keys = self.keys.clone();
@@ -116,11 +72,17 @@ impl Drop for FlightGuard<'_> {
     }
 }
 
+/// Wall-clock Unix time in milliseconds (the default clock).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Uniform in `[0, 1)` (the default random source).
+pub(crate) fn random_unit() -> f64 {
+    rand::random::<f64>()
 }
 
 pub(crate) fn random_token() -> String {
@@ -138,10 +100,14 @@ pub(crate) fn jittered_ms(ttl: Duration, jitter: f64) -> u64 {
     (base * factor).round().max(1.0) as u64
 }
 
-fn backoff(attempt: u32, pttl_ms: i64) -> Duration {
-    let exp = 1u64 << attempt.min(6); // 2, 4, … 64 ms
-    let cap = u64::try_from(pttl_ms).unwrap_or(1).clamp(1, 50);
-    Duration::from_millis(exp.min(cap))
+/// How long a waiter waits before looking again. Short and growing while
+/// fills are not announced to this process; longer when they are (the
+/// announcement, or the local holder's landing, usually comes first).
+fn backoff(attempt: u32, pttl_ms: i64, announced: bool) -> Duration {
+    let exp = 1u64 << attempt.min(9); // 2, 4, … 512 ms
+    let cap = if announced { 500 } else { 50 };
+    let left = u64::try_from(pttl_ms).unwrap_or(1).max(1);
+    Duration::from_millis(exp.min(cap).min(left))
 }
 
 fn warn_pass_through() {
@@ -205,7 +171,8 @@ impl Cache {
         let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
         let token = random_token();
         let fresh = random_token();
-        let lease = LeaseArgs {
+        let mut lease = LeaseArgs {
+            mode: LeaseMode::OnMiss,
             token: &token,
             lease_ms: inner.lease_ttl.as_millis() as u64,
             tag_ttl_ms: inner.tag_ttl.as_millis() as u64,
@@ -225,7 +192,16 @@ impl Cache {
                     return timed_load(&stats, body).await;
                 }
                 Ok(Lookup::Hit(bytes)) => match envelope::decode::<T>(&bytes, codec, inner.max_value_size) {
-                    Ok((v, _)) => {
+                    Ok((v, meta)) => {
+                        if self.wants_refresh(opts, &meta) {
+                            // Stale, or chosen for early refresh: one caller (the one
+                            // that gets the lease) reloads; everyone else is served `v`.
+                            lease.mode = LeaseMode::Always;
+                            let stale = meta.fresh_until_ms <= (inner.now_ms)();
+                            return self
+                                .refresh(&keys, &tag_keys, &lease, codec, opts, is_none, &stats, v, stale, body)
+                                .await;
+                        }
                         stats.hits.fetch_add(1, Relaxed);
                         return Ok(v);
                     }
@@ -259,15 +235,13 @@ impl Cache {
                         waited = true;
                         stats.lock_waits.fetch_add(1, Relaxed);
                     }
-                    if let Some(rx) = inner.flights.subscribe(&keys.entry) {
-                        if let Some(bytes) = wait_landing(rx, deadline).await
-                            && let Ok((v, _)) = envelope::decode::<T>(&bytes, codec, inner.max_value_size)
-                        {
-                            stats.hits.fetch_add(1, Relaxed);
-                            return Ok(v);
-                        }
-                    } else {
-                        tokio::time::sleep(backoff(attempt, pttl_ms)).await;
+                    let mut waiter = inner.flights.wait_on(&keys.entry);
+                    let limit = backoff(attempt, pttl_ms, inner.store.wakeups_live());
+                    if let Some(bytes) = waiter.landed(limit).await
+                        && let Ok((v, _)) = envelope::decode::<T>(&bytes, codec, inner.max_value_size)
+                    {
+                        stats.hits.fetch_add(1, Relaxed);
+                        return Ok(v);
                     }
                 }
                 Ok(Lookup::Miss { corrupt }) => {
@@ -277,6 +251,73 @@ impl Cache {
                     stats.misses.fetch_add(1, Relaxed);
                     return timed_load(&stats, body).await;
                 }
+            }
+        }
+    }
+
+    /// Whether a hit should be reloaded now: past its ttl within a `stale`
+    /// window, or picked by early refresh.
+    fn wants_refresh(&self, opts: &Options, meta: &Meta) -> bool {
+        let now = (self.inner.now_ms)();
+        if opts.stale.is_some() && meta.fresh_until_ms <= now {
+            return true;
+        }
+        match opts.early_refresh {
+            Some(beta) => crate::refresh::xfetch(now, meta.fresh_until_ms, meta.compute_us, beta, (self.inner.random)()),
+            None => false,
+        }
+    }
+
+    /// Reloads a stale or early-refreshed entry if this caller gets its lease;
+    /// otherwise, and when the loader fails, serves the current value.
+    #[allow(clippy::too_many_arguments)]
+    async fn refresh<T, E, F>(
+        &self,
+        keys: &EntryKeys,
+        tag_keys: &[String],
+        lease: &LeaseArgs<'_>,
+        codec: crate::CodecKind,
+        opts: &Options,
+        is_none: fn(&T) -> bool,
+        stats: &Counters,
+        current: T,
+        stale: bool,
+        body: F,
+    ) -> Result<T, E>
+    where
+        T: Cacheable,
+        F: Future<Output = Result<T, E>>,
+    {
+        let serve_current = |stats: &Counters| {
+            if stale {
+                stats.stale_serves.fetch_add(1, Relaxed);
+            } else {
+                stats.hits.fetch_add(1, Relaxed);
+            }
+        };
+        let tokens = match self.inner.store.lookup(keys, tag_keys, Some(lease)).await {
+            Ok(Lookup::Leased { tokens, .. }) => tokens,
+            Ok(_) => {
+                serve_current(stats);
+                return Ok(current);
+            }
+            Err(_) => {
+                stats.errors.fetch_add(1, Relaxed);
+                serve_current(stats);
+                return Ok(current);
+            }
+        };
+        stats.refreshes.fetch_add(1, Relaxed);
+        match self.lead(keys, lease.token, &tokens, codec, opts, is_none, stats, body).await {
+            Ok(v) => Ok(v),
+            Err(_) if stale => {
+                // Failover: the source failed, the stale value stands in.
+                stats.stale_serves.fetch_add(1, Relaxed);
+                Ok(current)
+            }
+            Err(_) => {
+                stats.hits.fetch_add(1, Relaxed);
+                Ok(current)
             }
         }
     }
@@ -323,10 +364,11 @@ impl Cache {
             (true, Some(t)) => t,
             (false, _) => opts.ttl.unwrap_or(inner.default_ttl),
         };
-        let px = jittered_ms(ttl, opts.jitter.unwrap_or(inner.jitter));
+        let fresh_ms = jittered_ms(ttl, opts.jitter.unwrap_or(inner.jitter));
+        let px = fresh_ms + opts.stale.map_or(0, |s| s.as_millis() as u64);
         let meta = Meta {
             flags: if none { envelope::FLAG_NONE } else { 0 },
-            fresh_until_ms: now_ms() + px,
+            fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
         };
         let landing = match envelope::encode(codec, value, meta, tokens, &opts.tags, inner.max_value_size) {
@@ -427,6 +469,26 @@ impl Cache {
         Ok(u64::try_from(ms).ok().map(Duration::from_millis))
     }
 
+    /// Writes raw bytes where the entry of `key` is stored, bypassing the
+    /// envelope: for tests of how undecodable entries are handled.
+    #[doc(hidden)]
+    pub async fn debug_put_raw(&self, key: &str, options: &Options, bytes: &[u8]) -> crate::Result<()> {
+        let keys = self.entry_keys(key, options.version);
+        self.inner.store.put_raw(&keys.entry, bytes, 60_000).await
+    }
+
+    /// Reads the raw stored bytes of the entry of `key` (envelope included).
+    #[doc(hidden)]
+    pub async fn debug_get_raw(&self, key: &str, options: &Options) -> crate::Result<Option<Vec<u8>>> {
+        let keys = self.entry_keys(key, options.version);
+        self.inner.store.get(&keys.entry).await
+    }
+
+    /// The stored (Redis) key of an entry, for inspection with other tools.
+    pub fn stored_key(&self, key: &str, options: &Options) -> String {
+        self.entry_keys(key, options.version).entry
+    }
+
     /// Stores `value` under `key` unconditionally, with the ttl, tags and
     /// codec of `options`, and cancels any load in progress for the key (its
     /// fill will be refused), so an older value can no longer overwrite this one.
@@ -436,10 +498,11 @@ impl Cache {
         let keys = self.entry_keys(key.as_ref(), options.version);
         let tag_keys: Vec<String> = options.tags.iter().map(|t| self.tag_key(t)).collect();
         let ttl = options.ttl.unwrap_or(inner.default_ttl);
-        let px = jittered_ms(ttl, options.jitter.unwrap_or(inner.jitter));
+        let fresh_ms = jittered_ms(ttl, options.jitter.unwrap_or(inner.jitter));
+        let px = fresh_ms + options.stale.map_or(0, |s| s.as_millis() as u64);
         let meta = Meta {
             flags: 0,
-            fresh_until_ms: now_ms() + px,
+            fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: 0,
         };
         let bytes = envelope::encode(codec, value, meta, "", &options.tags, inner.max_value_size)?;
@@ -458,16 +521,4 @@ async fn timed_load<T, E, F: Future<Output = Result<T, E>>>(stats: &Counters, bo
     stats.loads.fetch_add(1, Relaxed);
     stats.load_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
     out
-}
-
-/// Waits for a flight to land; `None` if it stored nothing or took too long.
-async fn wait_landing(mut rx: watch::Receiver<Landing>, deadline: Instant) -> Option<Arc<Vec<u8>>> {
-    let wait = rx.wait_for(|l| !matches!(l, Landing::Running));
-    match tokio::time::timeout_at(deadline.into(), wait).await {
-        Ok(Ok(l)) => match &*l {
-            Landing::Stored(b) => Some(b.clone()),
-            _ => None,
-        },
-        _ => None,
-    }
 }

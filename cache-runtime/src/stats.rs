@@ -10,6 +10,7 @@ pub(crate) struct Counters {
     pub(crate) misses: AtomicU64,
     pub(crate) stale_serves: AtomicU64,
     pub(crate) loads: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
     pub(crate) load_micros: AtomicU64,
     pub(crate) lock_waits: AtomicU64,
     pub(crate) errors: AtomicU64,
@@ -26,6 +27,7 @@ impl Counters {
             misses: self.misses.load(Relaxed),
             stale_serves: self.stale_serves.load(Relaxed),
             loads: self.loads.load(Relaxed),
+            refreshes: self.refreshes.load(Relaxed),
             load_time: std::time::Duration::from_micros(self.load_micros.load(Relaxed)),
             lock_waits: self.lock_waits.load(Relaxed),
             errors: self.errors.load(Relaxed),
@@ -49,6 +51,8 @@ pub struct FunctionStats {
     pub stale_serves: u64,
     /// Times the loader (the function body) ran.
     pub loads: u64,
+    /// Loads that refreshed an entry still being served (stale or early refresh).
+    pub refreshes: u64,
     /// Total time spent in loaders.
     pub load_time: std::time::Duration,
     /// Times a caller waited for another caller's load.
@@ -128,6 +132,7 @@ fn add(total: &mut FunctionStats, s: &FunctionStats) {
     total.misses += s.misses;
     total.stale_serves += s.stale_serves;
     total.loads += s.loads;
+    total.refreshes += s.refreshes;
     total.load_time += s.load_time;
     total.lock_waits += s.lock_waits;
     total.errors += s.errors;

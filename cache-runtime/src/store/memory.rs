@@ -133,7 +133,8 @@ impl MemoryStore {
         let mut s = self.lock();
         let cur = s.tokens(tag_keys, now);
         let mut corrupt = false;
-        if let Some(v) = s.get(&k.entry, now) {
+        let look = lease.is_none_or(|l| l.mode == super::LeaseMode::OnMiss);
+        if look && let Some(v) = s.get(&k.entry, now) {
             match header_tokens(v) {
                 Some(recorded) => {
                     let fresh = if tag_keys.is_empty() {
@@ -214,6 +215,11 @@ impl MemoryStore {
 
     pub(crate) fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         Ok(self.lock().tokens(keys, Instant::now()))
+    }
+
+    pub(crate) fn put_raw(&self, key: &str, bytes: &[u8], px: u64) -> Result<()> {
+        self.lock().set(key, bytes.to_vec(), px, Instant::now());
+        Ok(())
     }
 
     pub(crate) fn pttl(&self, key: &str) -> i64 {

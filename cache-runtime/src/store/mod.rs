@@ -24,9 +24,19 @@ pub(crate) struct EntryKeys {
     pub(crate) lease: String,
 }
 
+/// When a lookup takes the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaseMode {
+    /// Only when there is no usable entry.
+    OnMiss,
+    /// Whatever is stored (to refresh a stale or early-refreshed entry).
+    Always,
+}
+
 /// What a lease request carries.
 #[derive(Debug)]
 pub(crate) struct LeaseArgs<'a> {
+    pub(crate) mode: LeaseMode,
     pub(crate) token: &'a str,
     pub(crate) lease_ms: u64,
     pub(crate) tag_ttl_ms: u64,
@@ -59,6 +69,15 @@ macro_rules! dispatch {
 }
 
 impl Store {
+    /// Whether another process's fills wake this process's waiters right now
+    /// (so waiting can back off further).
+    pub(crate) fn wakeups_live(&self) -> bool {
+        match self {
+            Store::Redis(s) => s.wakeups_live(),
+            _ => true,
+        }
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         dispatch!(self, _s => "redis", "memory", "pass-through")
     }
@@ -104,6 +123,10 @@ impl Store {
 
     pub(crate) async fn set_tokens(&self, keys: &[String], tokens: &[String], ttl_ms: u64) -> Result<()> {
         dispatch!(self, s => s.set_tokens(keys, tokens, ttl_ms).await, s.set_tokens(keys, tokens, ttl_ms), Ok(()))
+    }
+
+    pub(crate) async fn put_raw(&self, key: &str, bytes: &[u8], px: u64) -> Result<()> {
+        dispatch!(self, s => s.put_raw(key, bytes, px).await, s.put_raw(key, bytes, px), Ok(()))
     }
 
     pub(crate) async fn pttl(&self, key: &str) -> Result<i64> {

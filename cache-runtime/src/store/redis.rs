@@ -3,13 +3,18 @@
 //! called by SHA.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use futures_util::StreamExt;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use super::{EntryKeys, LeaseArgs, Lookup};
+use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup};
 use crate::error::{Error, Result};
+use crate::flight::Flights;
 
 /// The scripts, hashed once.
 struct Scripts {
@@ -34,24 +39,42 @@ pub(crate) struct RedisStore {
     conn: ConnectionManager,
     scripts: Scripts,
     timeout: Duration,
+    /// Channel on which fills of awaited leases are announced.
+    channel: String,
+    wakeups: Arc<Wakeups>,
+    /// Dropping it stops the subscriber task.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// State of the wake-up subscription.
+#[derive(Default)]
+pub(crate) struct Wakeups {
+    live: AtomicBool,
 }
 
 impl RedisStore {
     /// Opens the connection and loads the scripts. An unreachable server is
     /// not an error (the connection is retried in the background and reads
     /// fall back to their loaders meanwhile); an invalid URL is.
-    pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Self> {
+    pub(crate) async fn connect(url: &str, timeout: Duration, prefix: &str, flights: Weak<Flights>) -> Result<Self> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
             .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let channel = format!("{prefix}:fills");
+        let wakeups = Arc::new(Wakeups::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(subscribe(client, channel.clone(), flights, wakeups.clone(), stopped));
         let store = RedisStore {
             conn,
             scripts: Scripts::new(),
             timeout,
+            channel,
+            wakeups,
+            _stop: stop,
         };
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "cache: Redis not reachable at start; reads use their loaders until it is");
@@ -66,6 +89,11 @@ impl RedisStore {
             self.timed(async move { script.prepare_invoke().load_async(&mut conn).await }).await?;
         }
         Ok(())
+    }
+
+    /// Whether fills are being announced to this process right now.
+    pub(crate) fn wakeups_live(&self) -> bool {
+        self.wakeups.live.load(Ordering::Relaxed)
     }
 
     async fn timed<T, F>(&self, f: F) -> Result<T>
@@ -85,7 +113,13 @@ impl RedisStore {
             inv.key(t);
         }
         match lease {
-            Some(l) => inv.arg("1").arg(l.token).arg(l.lease_ms).arg(l.tag_ttl_ms).arg(l.fresh),
+            Some(l) => {
+                let mode = match l.mode {
+                    LeaseMode::OnMiss => "1",
+                    LeaseMode::Always => "2",
+                };
+                inv.arg(mode).arg(l.token).arg(l.lease_ms).arg(l.tag_ttl_ms).arg(l.fresh)
+            }
             None => inv.arg("0").arg("").arg(0).arg(0).arg(""),
         };
         let mut conn = self.conn.clone();
@@ -95,7 +129,7 @@ impl RedisStore {
 
     pub(crate) async fn fill(&self, k: &EntryKeys, token: &str, bytes: &[u8], px: u64) -> Result<bool> {
         let mut inv = self.scripts.fill.key(&k.entry);
-        inv.key(&k.lease).arg(token).arg(bytes).arg(px);
+        inv.key(&k.lease).arg(token).arg(bytes).arg(px).arg(&self.channel);
         let mut conn = self.conn.clone();
         let n: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
         Ok(n == 1)
@@ -103,7 +137,7 @@ impl RedisStore {
 
     pub(crate) async fn release(&self, k: &EntryKeys, token: &str) -> Result<()> {
         let mut inv = self.scripts.release.key(&k.lease);
-        inv.arg(token);
+        inv.key(&k.entry).arg(token).arg(&self.channel);
         let mut conn = self.conn.clone();
         let _: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
         Ok(())
@@ -125,7 +159,7 @@ impl RedisStore {
         for t in tag_keys {
             inv.key(t);
         }
-        inv.arg(head).arg(tail).arg(px).arg(tag_ttl_ms).arg(fresh);
+        inv.arg(head).arg(tail).arg(px).arg(tag_ttl_ms).arg(fresh).arg(&self.channel);
         let mut conn = self.conn.clone();
         let _: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
         Ok(())
@@ -134,6 +168,12 @@ impl RedisStore {
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("GET").arg(key).to_owned();
+        self.timed(async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    pub(crate) async fn put_raw(&self, key: &str, bytes: &[u8], px: u64) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(px).to_owned();
         self.timed(async move { cmd.query_async(&mut conn).await }).await
     }
 
@@ -193,6 +233,57 @@ impl RedisStore {
             }
             cursor = next;
         }
+    }
+}
+
+/// Listens for fill announcements and wakes the callers of this process that
+/// wait on those entries. Reconnects with backoff; while it is down, waiters
+/// fall back to short polling. Ends when the store is dropped.
+async fn subscribe(
+    client: redis::Client,
+    channel: String,
+    flights: Weak<Flights>,
+    wakeups: Arc<Wakeups>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let session = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            wakeups.live.store(true, Ordering::Relaxed);
+            let mut messages = pubsub.on_message();
+            while let Some(msg) = messages.next().await {
+                let Some(flights) = flights.upgrade() else {
+                    return Ok(());
+                };
+                if let Ok(key) = std::str::from_utf8(msg.get_payload_bytes()) {
+                    flights.wake(key);
+                }
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            _ = &mut stopped => return,
+            r = session => {
+                wakeups.live.store(false, Ordering::Relaxed);
+                if flights.strong_count() == 0 {
+                    return;
+                }
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "cache: wake-up subscription lost; reconnecting");
+                }
+                // Anyone waiting may have missed an announcement.
+                if let Some(f) = flights.upgrade() {
+                    f.wake_all();
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut stopped => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
