@@ -1,0 +1,50 @@
+//! Shared pieces of the integration tests: building a cache on either store.
+#![allow(dead_code)]
+
+use cache_runtime::Cache;
+
+/// The stores every conformance test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+impl Backend {
+    /// A cache on this store, isolated from every other test by its prefix.
+    pub async fn cache(self, name: &str) -> Cache {
+        self.builder(name).build().await.expect("cache builds")
+    }
+
+    pub fn builder(self, name: &str) -> cache_runtime::CacheBuilder {
+        let prefix = cache_tests::unique_prefix(name);
+        match self {
+            Backend::Memory => Cache::builder().memory().prefix(prefix),
+            Backend::Redis => Cache::builder().url(cache_tests::shared().url()).prefix(prefix),
+        }
+    }
+}
+
+/// Generates `mod memory` and `mod redis`, each with one `#[tokio::test]` per
+/// listed async fn taking a `Backend`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Memory).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Redis).await;
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,357 @@
+//! Tests of the harness itself, against real `redis-server` processes.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cache_tests::{RedisServer, free_port, shared, unique_prefix};
+use redis::RedisResult;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+
+/// Upper bound for anything that should happen "soon".
+const BOUND: Duration = Duration::from_secs(10);
+
+async fn ping(conn: &mut MultiplexedConnection) -> RedisResult<String> {
+    redis::cmd("PING").query_async(conn).await
+}
+
+async fn config_get(conn: &mut MultiplexedConnection, name: &str) -> String {
+    let (key, value): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg(name)
+        .query_async(conn)
+        .await
+        .expect("CONFIG GET");
+    assert_eq!(key, name);
+    value
+}
+
+/// Whether a process with this pid is alive (a zombie counts as dead).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+            .unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+/// Runs `PING` on `conn` in a task; the receiver fires when it is answered,
+/// with the reply and the instant it came.
+fn ping_in_background(
+    mut conn: MultiplexedConnection,
+) -> oneshot::Receiver<(RedisResult<String>, Instant)> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let reply = ping(&mut conn).await;
+        let _ = tx.send((reply, Instant::now()));
+    });
+    rx
+}
+
+#[tokio::test]
+async fn a_started_server_answers_ping_with_the_harness_options() {
+    let server = RedisServer::start();
+    assert!(server.is_running());
+    assert!(server.pid().is_some());
+    assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
+    assert!(server.dir().is_dir());
+
+    let mut conn = server.conn().await;
+    assert_eq!(ping(&mut conn).await.expect("PING"), "PONG");
+    assert_eq!(config_get(&mut conn, "save").await, "");
+    assert_eq!(config_get(&mut conn, "appendonly").await, "no");
+    assert_eq!(config_get(&mut conn, "bind").await, "127.0.0.1");
+    assert_eq!(config_get(&mut conn, "enable-debug-command").await, "yes");
+    let dir = config_get(&mut conn, "dir").await;
+    assert_eq!(
+        Path::new(&dir).canonicalize().expect("server dir"),
+        server.dir().canonicalize().expect("harness dir")
+    );
+    assert!(server.dir().join("redis.log").is_file());
+}
+
+#[tokio::test]
+async fn two_servers_get_different_ports_and_separate_data() {
+    let a = RedisServer::start();
+    let b = RedisServer::start();
+    assert_ne!(a.port(), b.port());
+    assert_ne!(a.dir(), b.dir());
+
+    let mut ca = a.conn().await;
+    let mut cb = b.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("only-in-a")
+        .arg(1)
+        .query_async(&mut ca)
+        .await
+        .expect("SET");
+    let in_a: Option<i64> = redis::cmd("GET")
+        .arg("only-in-a")
+        .query_async(&mut ca)
+        .await
+        .expect("GET");
+    let in_b: Option<i64> = redis::cmd("GET")
+        .arg("only-in-a")
+        .query_async(&mut cb)
+        .await
+        .expect("GET");
+    assert_eq!(in_a, Some(1));
+    assert_eq!(in_b, None);
+}
+
+#[tokio::test]
+async fn kill_breaks_connections_and_restart_serves_the_same_port_again() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let dir = server.dir().to_path_buf();
+    let mut conn = server.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+
+    server.kill();
+    assert!(!server.is_running());
+    assert_eq!(server.pid(), None);
+    server.kill(); // idempotent
+    assert!(!server.is_running());
+
+    let old = timeout(BOUND, ping(&mut conn))
+        .await
+        .expect("a command on a killed server fails promptly");
+    assert!(old.is_err(), "PING on a killed server answered {old:?}");
+    let fresh = timeout(BOUND, server.client().get_multiplexed_async_connection())
+        .await
+        .expect("connecting to a killed server fails promptly");
+    assert!(fresh.is_err(), "connected to a killed server");
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+
+    server.restart();
+    assert!(server.is_running());
+    assert_eq!(server.port(), port);
+    assert_eq!(server.dir(), dir);
+    let mut conn = server.conn().await;
+    assert_eq!(ping(&mut conn).await.expect("PING after restart"), "PONG");
+    // Persistence is off by default: the restarted server is empty.
+    let v: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(v, None);
+}
+
+#[tokio::test]
+async fn restart_kills_a_running_server_first() {
+    let mut server = RedisServer::start();
+    let before = server.pid().expect("running");
+    server.restart();
+    let after = server.pid().expect("running again");
+    assert_ne!(before, after);
+    assert!(!process_alive(before), "the old process {before} still runs");
+    let mut conn = server.conn().await;
+    assert_eq!(ping(&mut conn).await.expect("PING"), "PONG");
+}
+
+#[tokio::test]
+async fn start_with_passes_options_and_restart_keeps_appendonly_data() {
+    let mut server = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut conn = server.conn().await;
+    assert_eq!(config_get(&mut conn, "appendonly").await, "yes");
+    let _: () = redis::cmd("SET")
+        .arg("durable")
+        .arg("yes")
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+
+    server.kill();
+    server.restart();
+    let mut conn = server.conn().await;
+    let v: Option<String> = redis::cmd("GET")
+        .arg("durable")
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(v.as_deref(), Some("yes"));
+}
+
+#[tokio::test]
+async fn a_server_requiring_a_password_starts() {
+    let server = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let denied = timeout(BOUND, server.client().get_multiplexed_async_connection()).await;
+    let denied = match denied {
+        Ok(Ok(mut conn)) => ping(&mut conn).await.map(|_| ()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => panic!("connecting without a password hung"),
+    };
+    assert!(denied.is_err(), "a command without the password succeeded");
+
+    let url = format!("redis://:s3cret@127.0.0.1:{}", server.port());
+    let mut conn = redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connecting with the password");
+    assert_eq!(ping(&mut conn).await.expect("PING"), "PONG");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_clients_holds_commands_until_the_pause_ends() {
+    let server = RedisServer::start();
+    // Connect before pausing: the connection's set-up commands would be held
+    // too.
+    let conn = server.conn().await;
+
+    let paused_at = Instant::now();
+    server.pause_clients(600).await;
+    let mut answered = ping_in_background(conn);
+
+    assert!(
+        timeout(Duration::from_millis(250), &mut answered)
+            .await
+            .is_err(),
+        "PING was answered during CLIENT PAUSE"
+    );
+    let (reply, at) = timeout(BOUND, answered)
+        .await
+        .expect("PING answered once the pause ended")
+        .expect("the PING task ran");
+    assert_eq!(reply.expect("PING"), "PONG");
+    let held = at - paused_at;
+    assert!(held >= Duration::from_millis(500), "held only {held:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_sleep_blocks_the_server_without_blocking_the_caller() {
+    let server = RedisServer::start();
+    let conn = server.conn().await;
+
+    let called_at = Instant::now();
+    server.debug_sleep(0.6).await;
+    let returned_after = called_at.elapsed();
+    assert!(
+        returned_after < Duration::from_millis(300),
+        "debug_sleep blocked its caller for {returned_after:?}"
+    );
+    let mut answered = ping_in_background(conn);
+
+    assert!(
+        timeout(Duration::from_millis(250), &mut answered)
+            .await
+            .is_err(),
+        "PING was answered during DEBUG SLEEP"
+    );
+    let (reply, at) = timeout(BOUND, answered)
+        .await
+        .expect("PING answered once the sleep ended")
+        .expect("the PING task ran");
+    assert_eq!(reply.expect("PING"), "PONG");
+    let held = at - called_at;
+    assert!(held >= Duration::from_millis(500), "held only {held:?}");
+}
+
+#[test]
+fn drop_kills_the_process_and_removes_its_directory() {
+    let server = RedisServer::start();
+    let pid = server.pid().expect("running");
+    let port = server.port();
+    let dir = server.dir().to_path_buf();
+    assert!(process_alive(pid));
+
+    drop(server);
+    assert!(!process_alive(pid), "redis-server {pid} outlived its RedisServer");
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    assert!(TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err());
+}
+
+/// Started as a child test process by `servers_die_with_the_test_process`:
+/// starts a server, reports its pid, and aborts without running any `Drop`.
+#[test]
+#[ignore = "run as a child process by servers_die_with_the_test_process"]
+fn child_starts_a_server_and_aborts() {
+    let server = RedisServer::start();
+    let pid = server.pid().expect("running");
+    assert!(process_alive(pid));
+    if std::env::var_os("CACHE_TESTS_ABORT_CHILD").is_some() {
+        println!("\nREDIS_DIR={}", server.dir().display());
+        println!("REDIS_PID={pid}");
+        std::process::abort();
+    }
+}
+
+#[test]
+fn servers_die_with_the_test_process() {
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "child_starts_a_server_and_aborts",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CACHE_TESTS_ABORT_CHILD", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running the child test process");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Reading ends when the child exits (its stdout closes); the server's
+    // output goes to its log file, not to this pipe.
+    let lines: Vec<String> = BufReader::new(stdout).lines().map_while(Result::ok).collect();
+    let status = child.wait().expect("child exit");
+    assert!(!status.success(), "the child was expected to abort");
+    let reported = |name: &str| {
+        lines
+            .iter()
+            .find_map(|l| Some(l.split_once(name)?.1.trim().to_string()))
+            .unwrap_or_else(|| panic!("the child did not report {name}; it printed {lines:?}"))
+    };
+    let pid: u32 = reported("REDIS_PID=").parse().expect("a pid");
+    // The aborted child could not remove its server's directory.
+    let _ = std::fs::remove_dir_all(reported("REDIS_DIR="));
+
+    let deadline = Instant::now() + BOUND;
+    while process_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server {pid} outlived the aborted test process"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn shared_is_one_server_and_prefixes_never_collide() {
+    let a = shared();
+    let b = shared();
+    assert!(std::ptr::eq(a, b));
+    assert!(a.is_running());
+    let mut conn = a.conn().await;
+    assert_eq!(ping(&mut conn).await.expect("PING"), "PONG");
+
+    let prefixes: HashSet<String> = (0..100).map(|_| unique_prefix("harness")).collect();
+    assert_eq!(prefixes.len(), 100);
+    let first = unique_prefix("harness");
+    assert!(first.starts_with("harness-"));
+    assert!(first.contains(&std::process::id().to_string()));
+}
+
+#[test]
+fn free_port_never_hands_out_a_port_twice() {
+    let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+    let distinct: HashSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len());
+    assert!(ports.iter().all(|&p| p >= 1024));
+}

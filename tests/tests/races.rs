@@ -1,0 +1,205 @@
+//! The race harness: readers and writers over a versioned data source, with
+//! random delays between a loader's read and its fill. Checked:
+//!
+//! 1. once a write's invalidation has returned, no read that starts later
+//!    returns an older version;
+//! 2. once writers stop, no entry is stale.
+//!
+//! The same harness, pointed at the naive cache-aside of the seed documents
+//! (GET; on a miss load and SETEX; invalidate with DEL), must find stale reads,
+//! which shows that the harness can fail.
+
+mod common;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{Cache, Options};
+use common::Backend;
+
+const KEYS: usize = 4;
+const READERS: usize = 12;
+const WRITERS: usize = 2;
+const RUN_FOR: Duration = Duration::from_secs(3);
+const MAX_OPS_PER_TASK: usize = 2_000;
+
+/// A cache as the harness drives it.
+trait UnderTest: Send + Sync + 'static {
+    fn read(&self, key: usize, load: impl Future<Output = u64> + Send) -> impl Future<Output = u64> + Send;
+    fn invalidate(&self, key: usize) -> impl Future<Output = ()> + Send;
+}
+
+struct Ours(Cache);
+
+impl UnderTest for Ours {
+    async fn read(&self, key: usize, load: impl Future<Output = u64> + Send) -> u64 {
+        let opts = Options::new().ttl(Duration::from_secs(60));
+        let v: Result<u64, Infallible> = self.0.get_or_load(format!("k{key}"), &opts, || async { Ok(load.await) }).await;
+        match v {
+            Ok(v) => v,
+        }
+    }
+    async fn invalidate(&self, key: usize) {
+        self.0.invalidate_keys([format!("k{key}")]).await.expect("invalidate");
+    }
+}
+
+/// The seeds' cache-aside: GET, else load and SETEX; invalidate with DEL.
+struct Naive {
+    conn: redis::aio::MultiplexedConnection,
+    prefix: String,
+}
+
+impl UnderTest for Naive {
+    async fn read(&self, key: usize, load: impl Future<Output = u64> + Send) -> u64 {
+        let mut c = self.conn.clone();
+        let k = format!("{}:k{key}", self.prefix);
+        let cached: Option<u64> = redis::cmd("GET").arg(&k).query_async(&mut c).await.expect("GET");
+        if let Some(v) = cached {
+            return v;
+        }
+        let v = load.await;
+        let _: () = redis::cmd("SETEX").arg(&k).arg(60).arg(v).query_async(&mut c).await.expect("SETEX");
+        v
+    }
+    async fn invalidate(&self, key: usize) {
+        let mut c = self.conn.clone();
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{}:k{key}", self.prefix))
+            .query_async(&mut c)
+            .await
+            .expect("DEL");
+    }
+}
+
+/// The data source: a version per key, bumped by writers.
+#[derive(Default)]
+struct Source {
+    versions: Mutex<HashMap<usize, u64>>,
+}
+
+impl Source {
+    fn read(&self, key: usize) -> u64 {
+        *self.versions.lock().unwrap().get(&key).unwrap_or(&0)
+    }
+    fn bump(&self, key: usize) -> u64 {
+        let mut m = self.versions.lock().unwrap();
+        let v = m.entry(key).or_insert(0);
+        *v += 1;
+        *v
+    }
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    reads: usize,
+    writes: usize,
+    stale_reads: usize,
+    stale_entries_after: usize,
+}
+
+async fn run<C: UnderTest>(cache: Arc<C>) -> Report {
+    let source = Arc::new(Source::default());
+    // Per key: the newest version whose invalidation has returned.
+    let committed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let stale = Arc::new(AtomicUsize::new(0));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let writes = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + RUN_FOR;
+    let mut tasks = Vec::new();
+    for _ in 0..READERS {
+        let (cache, source, committed, stale, reads) =
+            (cache.clone(), source.clone(), committed.clone(), stale.clone(), reads.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..MAX_OPS_PER_TASK {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let key = rand::random_range(0..KEYS);
+                let floor = committed[key].load(SeqCst);
+                let src = source.clone();
+                let got = cache
+                    .read(key, async move {
+                        let v = src.read(key);
+                        // The delay between the loader's read and its fill.
+                        tokio::time::sleep(Duration::from_millis(rand::random_range(0..50))).await;
+                        v
+                    })
+                    .await;
+                reads.fetch_add(1, SeqCst);
+                if got < floor {
+                    stale.fetch_add(1, SeqCst);
+                }
+            }
+        }));
+    }
+    for _ in 0..WRITERS {
+        let (cache, source, committed, writes) = (cache.clone(), source.clone(), committed.clone(), writes.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..MAX_OPS_PER_TASK {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let key = rand::random_range(0..KEYS);
+                let v = source.bump(key);
+                cache.invalidate(key).await;
+                committed[key].fetch_max(v, SeqCst);
+                writes.fetch_add(1, SeqCst);
+                tokio::time::sleep(Duration::from_millis(rand::random_range(0..20))).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    // Writers have stopped: every entry must now hold the source's version.
+    let mut stale_entries_after = 0;
+    for key in 0..KEYS {
+        let now = source.read(key);
+        let got = cache.read(key, async move { now }).await;
+        if got != now {
+            stale_entries_after += 1;
+        }
+    }
+    Report {
+        reads: reads.load(SeqCst),
+        writes: writes.load(SeqCst),
+        stale_reads: stale.load(SeqCst),
+        stale_entries_after,
+    }
+}
+
+async fn ours(b: Backend) {
+    let report = run(Arc::new(Ours(b.cache("race_harness").await))).await;
+    assert!(report.reads > 100 && report.writes > 20, "the harness ran: {report:?}");
+    assert_eq!(report.stale_reads, 0, "{report:?}");
+    assert_eq!(report.stale_entries_after, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_reads_on_memory() {
+    ours(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_reads_on_redis() {
+    ours(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_naive_cache_aside_fails_the_same_harness() {
+    let naive = Naive {
+        conn: cache_tests::shared().conn().await,
+        prefix: cache_tests::unique_prefix("naive"),
+    };
+    let report = run(Arc::new(naive)).await;
+    assert!(
+        report.stale_reads > 0 || report.stale_entries_after > 0,
+        "the naive implementation should serve stale values: {report:?}"
+    );
+    eprintln!("naive cache-aside: {report:?}");
+}

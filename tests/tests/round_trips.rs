@@ -1,0 +1,64 @@
+//! A hit costs exactly one round trip to Redis (one script call), tags
+//! included; a miss costs two (lookup-or-lease, fill). Counted by the server:
+//! `MONITOR` shows every command a client sends, and marks the commands a
+//! script runs as coming from `lua`, so those are told apart.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use cache_runtime::{Cache, Options};
+use futures_util::StreamExt;
+
+/// Client commands (not script-internal ones) seen by MONITOR while `f` ran,
+/// excluding the marker commands that delimit the window.
+async fn commands_during<F: std::future::Future<Output = ()>>(server: &cache_tests::RedisServer, f: F) -> Vec<String> {
+    let monitor = server.client().get_async_monitor().await.expect("MONITOR");
+    let mut probe = server.conn().await;
+    let mut lines = monitor.into_on_message::<String>();
+    let _: String = redis::cmd("ECHO").arg("window-start").query_async(&mut probe).await.unwrap();
+    // Skip until the start marker is seen.
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next()).await.unwrap().unwrap();
+        if line.contains("window-start") {
+            break;
+        }
+    }
+    f.await;
+    let _: String = redis::cmd("ECHO").arg("window-end").query_async(&mut probe).await.unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next()).await.unwrap().unwrap();
+        if line.contains("window-end") {
+            return seen;
+        }
+        if !line.contains("[0 lua]") {
+            seen.push(line);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hit_is_one_round_trip_and_miss_is_two() {
+    let server = cache_tests::RedisServer::start();
+    let cache = Cache::builder().url(server.url()).prefix("rt").build().await.unwrap();
+    let opts = Options::new().ttl(Duration::from_secs(60)).tags(["users", "user:1"]);
+    // Warm the connection and the scripts.
+    let _: Result<u32, Infallible> = cache.get_or_load("warm", &opts, || async { Ok(0) }).await;
+
+    let (c, o) = (&cache, &opts);
+    let miss = commands_during(&server, async {
+        let v: Result<u32, Infallible> = c.get_or_load("user:1", o, || async { Ok(1) }).await;
+        assert_eq!(v.unwrap(), 1);
+    })
+    .await;
+    assert_eq!(miss.len(), 2, "a miss: lookup-or-lease, then fill: {miss:#?}");
+    assert!(miss.iter().all(|l| l.contains("\"EVALSHA\"")), "{miss:#?}");
+
+    let hit = commands_during(&server, async {
+        let v: Result<u32, Infallible> = c.get_or_load("user:1", o, || async { unreachable!() }).await;
+        assert_eq!(v.unwrap(), 1);
+    })
+    .await;
+    assert_eq!(hit.len(), 1, "a hit with two tags is one script call: {hit:#?}");
+    assert_eq!(cache.stats().hits, 1);
+}
