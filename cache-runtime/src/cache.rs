@@ -110,6 +110,12 @@ impl Cache {
         self.inner.stats.snapshot()
     }
 
+    /// Whether the store is reachable as far as the cache knows: false while
+    /// its circuit breaker is open (reads then go straight to their loaders).
+    pub fn store_available(&self) -> bool {
+        !self.inner.store.breaker_open()
+    }
+
     /// The key prefix of this cache.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix

@@ -16,6 +16,10 @@ pub enum Error {
     /// A store operation took longer than the configured `op_timeout`.
     #[error("cache store operation timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// The store failed repeatedly and the circuit breaker is open: the
+    /// operation was not attempted.
+    #[error("cache store unavailable (circuit open)")]
+    Unavailable,
     /// A value could not be encoded or decoded by its codec.
     #[error("codec error: {0}")]
     Codec(#[from] crate::codec::CodecError),

@@ -11,6 +11,7 @@ mod options;
 mod invalidate;
 mod read;
 mod refresh;
+mod resilience;
 mod stats;
 mod store;
 

@@ -100,14 +100,17 @@ pub(crate) fn jittered_ms(ttl: Duration, jitter: f64) -> u64 {
     (base * factor).round().max(1.0) as u64
 }
 
-/// How long a waiter waits before looking again. Short and growing while
-/// fills are not announced to this process; longer when they are (the
-/// announcement, or the local holder's landing, usually comes first).
+/// How long a waiter waits before looking again. While fills are announced
+/// to this process (or the holder is in this process), the landing comes
+/// first and this is only a safety net: up to the lease's remaining time,
+/// capped at one second. Otherwise it is short and growing (2, 4, … 50 ms).
 fn backoff(attempt: u32, pttl_ms: i64, announced: bool) -> Duration {
-    let exp = 1u64 << attempt.min(9); // 2, 4, … 512 ms
-    let cap = if announced { 500 } else { 50 };
     let left = u64::try_from(pttl_ms).unwrap_or(1).max(1);
-    Duration::from_millis(exp.min(cap).min(left))
+    if announced {
+        return Duration::from_millis(left.min(1000));
+    }
+    let exp = 1u64 << attempt.min(6);
+    Duration::from_millis(exp.min(50).min(left))
 }
 
 fn warn_pass_through() {

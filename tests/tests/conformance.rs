@@ -248,7 +248,7 @@ async fn raw_of(cache: &Cache, b: Backend, key: &str) -> Vec<u8> {
     if b == Backend::Redis {
         // The same bytes are what Redis itself holds under the stored key.
         let mut c = cache_tests::shared().conn().await;
-        let direct: Vec<u8> = redis::cmd("GET")
+        let direct: Vec<u8> = ::redis::cmd("GET")
             .arg(cache.stored_key(key, &Options::new()))
             .query_async(&mut c)
             .await

@@ -78,6 +78,14 @@ impl Store {
         }
     }
 
+    /// Whether the store's circuit breaker is open (reads skip the store).
+    pub(crate) fn breaker_open(&self) -> bool {
+        match self {
+            Store::Redis(s) => s.breaker_open(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         dispatch!(self, _s => "redis", "memory", "pass-through")
     }

@@ -15,6 +15,7 @@ use redis::{Script, Value};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup};
 use crate::error::{Error, Result};
 use crate::flight::Flights;
+use crate::resilience::{Breaker, DEFAULT_COOLDOWN, DEFAULT_THRESHOLD};
 
 /// The scripts, hashed once.
 struct Scripts {
@@ -42,6 +43,7 @@ pub(crate) struct RedisStore {
     /// Channel on which fills of awaited leases are announced.
     channel: String,
     wakeups: Arc<Wakeups>,
+    breaker: Breaker,
     /// Dropping it stops the subscriber task.
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -74,6 +76,7 @@ impl RedisStore {
             timeout,
             channel,
             wakeups,
+            breaker: Breaker::new(DEFAULT_THRESHOLD, DEFAULT_COOLDOWN),
             _stop: stop,
         };
         if let Err(e) = store.load_scripts().await {
@@ -91,6 +94,11 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Whether the circuit breaker is open.
+    pub(crate) fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     /// Whether fills are being announced to this process right now.
     pub(crate) fn wakeups_live(&self) -> bool {
         self.wakeups.live.load(Ordering::Relaxed)
@@ -100,9 +108,27 @@ impl RedisStore {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
+        if !self.breaker.allow() {
+            return Err(Error::Unavailable);
+        }
         match tokio::time::timeout(self.timeout, f).await {
-            Ok(r) => r.map_err(Error::from),
-            Err(_) => Err(Error::Timeout(self.timeout)),
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+                    self.breaker.failure();
+                } else {
+                    // The server answered: it is up.
+                    self.breaker.success();
+                }
+                Err(Error::from(e))
+            }
+            Err(_) => {
+                self.breaker.failure();
+                Err(Error::Timeout(self.timeout))
+            }
         }
     }
 

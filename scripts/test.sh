@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test command.
+#
+# Installs redis-server when it is missing (scripts/install-redis.sh), then
+# runs every test of the workspace and the codec unit tests with the optional
+# bincode codec. The tests start their own redis-server processes on free
+# loopback ports; no system Redis (or any other database) is needed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install-redis.sh
+
+echo
+echo "---- cargo test --workspace"
+cargo test --workspace
+
+echo
+echo "---- cargo test -p cache-runtime --features bincode --lib"
+cargo test -p cache-runtime --features bincode --lib
