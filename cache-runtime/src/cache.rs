@@ -56,6 +56,7 @@ pub(crate) struct Inner {
     pub(crate) flights: Arc<Flights>,
     pub(crate) now_ms: fn() -> u64,
     pub(crate) random: fn() -> f64,
+    pub(crate) keyring: crate::crypto::Keyring,
     pub(crate) pending: crate::invalidate::Pending,
 }
 
@@ -138,6 +139,7 @@ impl Cache {
                 flights,
                 now_ms: b.now_ms,
                 random: b.random,
+                keyring: b.keyring,
                 pending: Default::default(),
             }),
         }
@@ -150,7 +152,7 @@ impl Cache {
         let mut entry = String::with_capacity(self.inner.prefix.len() + key.len() + 12);
         entry.push_str(&self.inner.prefix);
         entry.push_str(":{");
-        crate::key::escape_frame_into(key, &mut entry);
+        crate::key::push_framed(key, &mut entry);
         entry.push('}');
         if version != 1 {
             self.inner.max_version.fetch_max(version, Ordering::Relaxed);
@@ -168,7 +170,7 @@ impl Cache {
         let mut k = String::with_capacity(self.inner.prefix.len() + tag.len() + 5);
         k.push_str(&self.inner.prefix);
         k.push_str(":t:{");
-        crate::key::escape_frame_into(tag, &mut k);
+        crate::key::push_framed(tag, &mut k);
         k.push('}');
         k
     }
@@ -195,6 +197,7 @@ pub struct CacheBuilder {
     pub(crate) max_value_size: usize,
     pub(crate) now_ms: fn() -> u64,
     pub(crate) random: fn() -> f64,
+    pub(crate) keyring: crate::crypto::Keyring,
 }
 
 #[derive(Clone)]
@@ -241,7 +244,17 @@ impl CacheBuilder {
             max_value_size: DEFAULT_MAX_VALUE_SIZE,
             now_ms: crate::read::now_ms,
             random: crate::read::random_unit,
+            keyring: Default::default(),
         }
+    }
+
+    /// Adds a 256-bit key for values cached with `encrypt = true`, under a
+    /// one-byte id stored with each value. The key added last encrypts new
+    /// values; every key added decrypts, so to rotate, add the new key after
+    /// the old one and drop the old one once its values have expired.
+    pub fn encryption_key(mut self, id: u8, key: [u8; 32]) -> Self {
+        self.keyring.add(id, &key);
+        self
     }
 
     /// Replaces the wall clock (Unix milliseconds) used for freshness, stale

@@ -5,7 +5,8 @@
 //! 0       2     magic "RC"
 //! 2       1     format version (1)
 //! 3       1     codec id (see codec.rs)
-//! 4       1     flags (bit 0: the value is a cached "none")
+//! 4       1     flags (bit 0: the value is a cached "none"; bit 1: the
+//!               payload is sealed, see crypto.rs)
 //! 5       n     tag tokens, ASCII, comma-separated, then ';'
 //! 5+n+1   8     fresh until, Unix ms, little endian
 //!         4     loader compute time, µs, little endian
@@ -30,6 +31,15 @@ pub(crate) const FORMAT: u8 = 1;
 /// Offset of the tag-token section.
 pub(crate) const TOKENS_AT: usize = 5;
 pub(crate) const FLAG_NONE: u8 = 1;
+pub(crate) const FLAG_SEALED: u8 = 2;
+
+/// Encryption of the payload: the keys, and the associated data (the full
+/// stored key) that binds a sealed value to where it is stored.
+#[derive(Clone, Copy)]
+pub(crate) struct Sealing<'a> {
+    pub(crate) ring: &'a crate::crypto::Keyring,
+    pub(crate) aad: &'a [u8],
+}
 
 /// Why stored bytes were not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +56,10 @@ pub(crate) enum EnvelopeError {
     TooLarge(usize),
     #[error(transparent)]
     Decode(#[from] CodecError),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("plaintext entry where an encrypted one is required")]
+    NotSealed,
 }
 
 /// Fields of the header besides the tags.
@@ -75,13 +89,15 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     tokens: &str,
     tag_names: &[String],
     max_size: usize,
+    sealing: Option<Sealing<'_>>,
 ) -> Result<Vec<u8>, crate::Error> {
+    let flags = if sealing.is_some() { meta.flags | FLAG_SEALED } else { meta.flags };
     let names_len: usize = tag_names.iter().map(|n| 2 + n.len()).sum();
     let mut out = Vec::with_capacity(TOKENS_AT + tokens.len() + 1 + 14 + names_len + 64);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
     out.push(codec.id());
-    out.push(meta.flags);
+    out.push(flags);
     out.extend_from_slice(tokens.as_bytes());
     out.push(b';');
     out.extend_from_slice(&meta.fresh_until_ms.to_le_bytes());
@@ -96,7 +112,18 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         out.extend_from_slice(name.as_bytes());
     }
     let payload_at = out.len();
-    codec.encode(value, &mut out)?;
+    match sealing {
+        None => codec.encode(value, &mut out)?,
+        Some(s) => {
+            let mut plain = Vec::new();
+            codec.encode(value, &mut plain)?;
+            let sealed = s
+                .ring
+                .seal(s.aad, &plain)
+                .map_err(|e| crate::Error::Config(e.to_string()))?;
+            out.extend_from_slice(&sealed);
+        }
+    }
     if out.len() > max_size {
         return Err(crate::Error::TooLarge {
             size: out.len(),
@@ -199,20 +226,34 @@ pub(crate) fn parse(bytes: &[u8], max_size: usize) -> Result<Parsed<'_>, Envelop
     })
 }
 
-/// Parses and decodes a stored value read with codec `codec`.
-pub(crate) fn decode<T: DeserializeOwned>(
-    bytes: &[u8],
-    codec: CodecKind,
-    max_size: usize,
-) -> Result<(T, Meta), EnvelopeError> {
-    let p = parse(bytes, max_size)?;
-    if p.codec != codec.id() {
+/// How stored bytes are read back.
+#[derive(Clone, Copy)]
+pub(crate) struct Reading<'a> {
+    pub(crate) codec: CodecKind,
+    pub(crate) max_size: usize,
+    /// Keys and associated data, for sealed entries.
+    pub(crate) sealing: Option<Sealing<'a>>,
+    /// Refuse plaintext entries (the call asked for encryption).
+    pub(crate) require_sealed: bool,
+}
+
+/// Parses and decodes a stored value.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], r: Reading<'_>) -> Result<(T, Meta), EnvelopeError> {
+    let p = parse(bytes, r.max_size)?;
+    if p.codec != r.codec.id() {
         return Err(EnvelopeError::Codec {
             found: p.codec,
-            expected: codec.id(),
+            expected: r.codec.id(),
         });
     }
-    let v = codec.decode(p.payload)?;
+    let v = if p.meta.flags & FLAG_SEALED != 0 {
+        let s = r.sealing.ok_or(crate::crypto::CryptoError::NoKey)?;
+        r.codec.decode(&s.ring.open(s.aad, p.payload)?)?
+    } else if r.require_sealed {
+        return Err(EnvelopeError::NotSealed);
+    } else {
+        r.codec.decode(p.payload)?
+    };
     Ok((v, p.meta))
 }
 
@@ -222,6 +263,15 @@ mod tests {
     use proptest::prelude::*;
 
     const MAX: usize = 1 << 20;
+
+    fn plain(codec: CodecKind, max_size: usize) -> Reading<'static> {
+        Reading {
+            codec,
+            max_size,
+            sealing: None,
+            require_sealed: false,
+        }
+    }
 
     fn meta() -> Meta {
         Meta {
@@ -234,33 +284,53 @@ mod tests {
     #[test]
     fn round_trip_with_tags() {
         let tags = vec!["users".to_string(), "user:1".to_string()];
-        let b = encode(CodecKind::Postcard, &("x", 5u32), meta(), "ab,cd", &tags, MAX).unwrap();
+        let b = encode(CodecKind::Postcard, &("x", 5u32), meta(), "ab,cd", &tags, MAX, None).unwrap();
         let p = parse(&b, MAX).unwrap();
         assert_eq!(p.tokens, b"ab,cd");
         assert_eq!(p.tag_names, ["users", "user:1"]);
-        let (v, m): ((String, u32), Meta) = decode(&b, CodecKind::Postcard, MAX).unwrap();
+        let (v, m): ((String, u32), Meta) = decode(&b, plain(CodecKind::Postcard, MAX)).unwrap();
         assert_eq!(v, ("x".to_string(), 5));
         assert_eq!(m, meta());
     }
 
     #[test]
     fn foreign_codec_format_and_truncation_are_errors() {
-        let b = encode(CodecKind::Json, &42u64, meta(), "", &[], MAX).unwrap();
-        assert!(matches!(decode::<u64>(&b, CodecKind::Postcard, MAX), Err(EnvelopeError::Codec { .. })));
+        let b = encode(CodecKind::Json, &42u64, meta(), "", &[], MAX, None).unwrap();
+        assert!(matches!(decode::<u64>(&b, plain(CodecKind::Postcard, MAX)), Err(EnvelopeError::Codec { .. })));
         let mut other = b.clone();
         other[2] = 9;
-        assert!(matches!(decode::<u64>(&other, CodecKind::Json, MAX), Err(EnvelopeError::Format(9))));
+        assert!(matches!(decode::<u64>(&other, plain(CodecKind::Json, MAX)), Err(EnvelopeError::Format(9))));
         for cut in 0..b.len() {
-            assert!(decode::<u64>(&b[..cut], CodecKind::Json, MAX).is_err(), "cut at {cut}");
+            assert!(decode::<u64>(&b[..cut], plain(CodecKind::Json, MAX)).is_err(), "cut at {cut}");
         }
-        assert!(matches!(decode::<u64>(&b, CodecKind::Json, 4), Err(EnvelopeError::TooLarge(_))));
+        assert!(matches!(decode::<u64>(&b, plain(CodecKind::Json, 4)), Err(EnvelopeError::TooLarge(_))));
+    }
+
+    #[test]
+    fn sealed_payloads_need_their_key_and_their_place() {
+        let mut ring = crate::crypto::Keyring::default();
+        ring.add(1, &[3; 32]);
+        let at = Sealing { ring: &ring, aad: b"p:{a}" };
+        let b = encode(CodecKind::Postcard, &"secret", meta(), "", &[], MAX, Some(at)).unwrap();
+        assert!(!b.windows(6).any(|w| w == b"secret"), "no plaintext stored");
+        let read = |aad: &'static [u8], require_sealed| Reading {
+            codec: CodecKind::Postcard,
+            max_size: MAX,
+            sealing: Some(Sealing { ring: &ring, aad }),
+            require_sealed,
+        };
+        assert_eq!(decode::<String>(&b, read(b"p:{a}", true)).unwrap().0, "secret");
+        assert!(matches!(decode::<String>(&b, read(b"p:{b}", true)), Err(EnvelopeError::Crypto(_))));
+        assert!(matches!(decode::<String>(&b, plain(CodecKind::Postcard, MAX)), Err(EnvelopeError::Crypto(_))));
+        let clear = encode(CodecKind::Postcard, &"secret", meta(), "", &[], MAX, None).unwrap();
+        assert!(matches!(decode::<String>(&clear, read(b"p:{a}", true)), Err(EnvelopeError::NotSealed)));
     }
 
     #[test]
     fn oversized_values_are_refused_on_write() {
         let big = vec![7u8; 1000];
         assert!(matches!(
-            encode(CodecKind::Postcard, &big, meta(), "", &[], 100),
+            encode(CodecKind::Postcard, &big, meta(), "", &[], 100, None),
             Err(crate::Error::TooLarge { .. })
         ));
     }
@@ -268,15 +338,15 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode::<Vec<String>>(&bytes, CodecKind::Postcard, MAX);
-            let _ = decode::<serde_json::Value>(&bytes, CodecKind::Json, MAX);
+            let _ = decode::<Vec<String>>(&bytes, plain(CodecKind::Postcard, MAX));
+            let _ = decode::<serde_json::Value>(&bytes, plain(CodecKind::Json, MAX));
         }
 
         #[test]
         fn prefixed_garbage_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
             let mut bytes = b"RC\x01\x01\x00;".to_vec();
             bytes.extend_from_slice(&tail);
-            let _ = decode::<Vec<String>>(&bytes, CodecKind::Postcard, MAX);
+            let _ = decode::<Vec<String>>(&bytes, plain(CodecKind::Postcard, MAX));
         }
     }
 }

@@ -24,9 +24,14 @@ use crate::{Cache, Options};
 pub const MAX_PATTERN_LEN: usize = 1024;
 
 /// Invalidations waiting for the store to come back.
+///
+/// While any is pending, reads in this process bypass the cache (they run
+/// their loaders and store nothing), so that an entry an invalidation could
+/// not yet remove is never served here.
 #[derive(Default)]
 pub(crate) struct Pending {
     queue: Mutex<Vec<Invalidation>>,
+    count: std::sync::atomic::AtomicUsize,
     running: std::sync::atomic::AtomicBool,
 }
 
@@ -38,9 +43,30 @@ impl Pending {
         }
     }
 
-    /// Number of invalidations not yet applied.
+    /// Number of invalidations not yet applied (lock-free).
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.count.load(Relaxed)
+    }
+
+    fn push(&self, inv: Invalidation) {
+        let mut q = self.lock();
+        q.push(inv);
+        self.count.store(q.len(), Relaxed);
+    }
+
+    fn take(&self) -> Vec<Invalidation> {
+        let mut q = self.lock();
+        self.count.store(q.len(), Relaxed);
+        std::mem::take(&mut *q)
+    }
+
+    /// Puts back what failed, ahead of anything queued meanwhile.
+    fn put_back(&self, mut failed: Vec<Invalidation>) -> bool {
+        let mut q = self.lock();
+        failed.append(&mut q);
+        *q = failed;
+        self.count.store(q.len(), Relaxed);
+        q.is_empty()
     }
 }
 
@@ -129,7 +155,7 @@ impl Cache {
         if let Err(e) = self.apply(inv).await {
             stats.errors.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, "cache: invalidation failed; retrying in the background");
-            self.inner.pending.lock().push(inv.clone());
+            self.inner.pending.push(inv.clone());
             self.spawn_retrier();
         }
     }
@@ -163,7 +189,7 @@ impl Cache {
 
     /// Tries every pending invalidation once; true when none is left.
     async fn retry_pending(&self) -> bool {
-        let batch: Vec<Invalidation> = std::mem::take(&mut *self.inner.pending.lock());
+        let batch = self.inner.pending.take();
         let stats = self.inner.stats.function("");
         let mut failed = Vec::new();
         for inv in batch {
@@ -172,11 +198,7 @@ impl Cache {
                 failed.push(inv);
             }
         }
-        let mut q = self.inner.pending.lock();
-        let done = failed.is_empty() && q.is_empty();
-        failed.append(&mut q);
-        *q = failed;
-        done
+        self.inner.pending.put_back(failed)
     }
 
     /// Number of invalidations that failed and are waiting to be retried.

@@ -57,6 +57,23 @@ pub(crate) fn escape_frame_into(key: &str, out: &mut String) {
     }
 }
 
+/// Longest key (or tag), after escaping, stored as it is; longer ones are
+/// stored as `#` and the 128-bit hash of the escaped text, so no argument can
+/// make Redis keys grow without bound. (Pattern invalidation cannot see into
+/// hashed keys; invalidate those by key or tag.)
+pub const MAX_KEY_LEN: usize = 512;
+
+/// Appends the stored form of a key or tag: escaped, or hashed when too long.
+pub(crate) fn push_framed(key: &str, out: &mut String) {
+    let start = out.len();
+    escape_frame_into(key, out);
+    if out.len() - start > MAX_KEY_LEN {
+        let digest = xxhash_rust::xxh3::xxh3_128(&out.as_bytes()[start..]);
+        out.truncate(start);
+        let _ = write!(out, "#{digest:032x}");
+    }
+}
+
 /// A 128-bit, process- and platform-independent hash of a serializable value,
 /// as 32 lowercase hex digits (xxh3-128 over its postcard encoding).
 ///
@@ -214,6 +231,23 @@ mod tests {
             let decoded = percent_encoding::percent_decode_str(&s).decode_utf8().unwrap();
             prop_assert_eq!(decoded, a);
         }
+    }
+
+    #[test]
+    fn long_keys_are_hashed_and_stay_distinct() {
+        let long_a = "a".repeat(2000);
+        let long_b = format!("{}b", "a".repeat(1999));
+        let (mut a, mut b, mut short) = (String::new(), String::new(), String::new());
+        push_framed(&long_a, &mut a);
+        push_framed(&long_b, &mut b);
+        push_framed("user:1", &mut short);
+        assert_eq!(a.len(), 33);
+        assert!(a.starts_with('#'));
+        assert_ne!(a, b);
+        assert_eq!(short, "user:1");
+        let mut braces = String::new();
+        push_framed("{x}", &mut braces);
+        assert_eq!(braces, "%7Bx%7D", "no hash tag can be smuggled in");
     }
 
     #[test]

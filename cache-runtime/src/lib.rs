@@ -3,6 +3,7 @@
 
 mod cache;
 pub mod codec;
+mod crypto;
 mod envelope;
 mod error;
 mod flight;

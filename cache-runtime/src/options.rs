@@ -27,6 +27,7 @@ pub struct Options {
     pub(crate) cache_none: Option<Duration>,
     pub(crate) codec: Option<CodecKind>,
     pub(crate) version: u32,
+    pub(crate) encrypt: bool,
     pub(crate) function: &'static str,
 }
 
@@ -49,6 +50,7 @@ impl Options {
             cache_none: None,
             codec: None,
             version: 1,
+            encrypt: false,
             function: "",
         }
     }
@@ -108,6 +110,14 @@ impl Options {
     /// Schema version folded into the key (1 adds nothing to the key).
     pub fn version(mut self, version: u32) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Encrypt the value at rest with the cache's encryption keys (see
+    /// [`CacheBuilder::encryption_key`](crate::CacheBuilder::encryption_key)).
+    /// Reads then refuse plaintext entries.
+    pub fn encrypt(mut self, on: bool) -> Self {
+        self.encrypt = on;
         self
     }
 

@@ -169,6 +169,12 @@ impl Cache {
             stats.misses.fetch_add(1, Relaxed);
             return timed_load(&stats, body).await;
         }
+        if inner.pending.len() > 0 {
+            // An invalidation could not be applied yet: what the store holds may be
+            // exactly what it was meant to remove.
+            stats.misses.fetch_add(1, Relaxed);
+            return timed_load(&stats, body).await;
+        }
         let codec = opts.codec.unwrap_or(inner.codec);
         let keys = self.entry_keys(&key, opts.version);
         let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
@@ -194,7 +200,7 @@ impl Cache {
                     stats.misses.fetch_add(1, Relaxed);
                     return timed_load(&stats, body).await;
                 }
-                Ok(Lookup::Hit(bytes)) => match envelope::decode::<T>(&bytes, codec, inner.max_value_size) {
+                Ok(Lookup::Hit(bytes)) => match envelope::decode::<T>(&bytes, self.reading(opts, &keys)) {
                     Ok((v, meta)) => {
                         if self.wants_refresh(opts, &meta) {
                             // Stale, or chosen for early refresh: one caller (the one
@@ -241,7 +247,7 @@ impl Cache {
                     let mut waiter = inner.flights.wait_on(&keys.entry);
                     let limit = backoff(attempt, pttl_ms, inner.store.wakeups_live());
                     if let Some(bytes) = waiter.landed(limit).await
-                        && let Ok((v, _)) = envelope::decode::<T>(&bytes, codec, inner.max_value_size)
+                        && let Ok((v, _)) = envelope::decode::<T>(&bytes, self.reading(opts, &keys))
                     {
                         stats.hits.fetch_add(1, Relaxed);
                         return Ok(v);
@@ -256,6 +262,28 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// How this call reads stored bytes back.
+    fn reading<'a>(&'a self, opts: &Options, keys: &'a EntryKeys) -> envelope::Reading<'a> {
+        envelope::Reading {
+            codec: opts.codec.unwrap_or(self.inner.codec),
+            max_size: self.inner.max_value_size,
+            sealing: self.sealing(opts, keys).or_else(|| self.any_sealing(keys)),
+            require_sealed: opts.encrypt,
+        }
+    }
+
+    /// Encryption for values this call writes (`None` unless it asks for it).
+    fn sealing<'a>(&'a self, opts: &Options, keys: &'a EntryKeys) -> Option<envelope::Sealing<'a>> {
+        if opts.encrypt { self.any_sealing(keys) } else { None }
+    }
+
+    fn any_sealing<'a>(&'a self, keys: &'a EntryKeys) -> Option<envelope::Sealing<'a>> {
+        (!self.inner.keyring.is_empty()).then_some(envelope::Sealing {
+            ring: &self.inner.keyring,
+            aad: keys.entry.as_bytes(),
+        })
     }
 
     /// Whether a hit should be reloaded now: past its ttl within a `stale`
@@ -374,7 +402,7 @@ impl Cache {
             fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
         };
-        let landing = match envelope::encode(codec, value, meta, tokens, &opts.tags, inner.max_value_size) {
+        let landing = match envelope::encode(codec, value, meta, tokens, &opts.tags, inner.max_value_size, self.sealing(opts, keys)) {
             Ok(bytes) => match inner.store.fill(keys, token, &bytes, px).await {
                 Ok(true) => Landing::Stored(Arc::new(bytes)),
                 Ok(false) => {
@@ -425,7 +453,6 @@ impl Cache {
             stats.misses.fetch_add(1, Relaxed);
             return Ok(None);
         };
-        let codec = options.codec.unwrap_or(inner.codec);
         let parsed = match envelope::parse(&bytes, inner.max_value_size) {
             Ok(p) => p,
             Err(e) => {
@@ -452,7 +479,7 @@ impl Cache {
                 return Ok(None);
             }
         }
-        match envelope::decode::<T>(&bytes, codec, inner.max_value_size) {
+        match envelope::decode::<T>(&bytes, self.reading(options, &keys)) {
             Ok((v, _)) => {
                 stats.hits.fetch_add(1, Relaxed);
                 Ok(Some(v))
@@ -508,7 +535,7 @@ impl Cache {
             fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: 0,
         };
-        let bytes = envelope::encode(codec, value, meta, "", &options.tags, inner.max_value_size)?;
+        let bytes = envelope::encode(codec, value, meta, "", &options.tags, inner.max_value_size, self.sealing(options, &keys))?;
         let (head, tail) = envelope::split_for_tokens(&bytes);
         let fresh = random_token();
         inner

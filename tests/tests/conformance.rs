@@ -383,7 +383,52 @@ async fn escaped_keys_never_collide(b: Backend) {
     assert!(s.cache.stored_key("a{b}", &Options::new()).matches('{').count() == 1);
 }
 
+async fn encrypted_values_are_bound_to_their_key(b: Backend) {
+    let cache = b.builder("encrypt").encryption_key(1, [42; 32]).build().await.unwrap();
+    let o = opts().encrypt(true);
+    let secret = "hunter2-secret".to_string();
+    let v: Result<String, Infallible> = cache.get_or_load("a", &o, || async { Ok(secret.clone()) }).await;
+    assert_eq!(v.unwrap(), secret);
+    let raw = cache.debug_get_raw("a", &Options::new()).await.unwrap().expect("stored");
+    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()), "no plaintext at rest");
+    assert_eq!(cache.get_with::<String>("a", &o).await.unwrap(), Some(secret.clone()));
+    // The ciphertext copied under another key does not authenticate: a miss, counted.
+    cache.debug_put_raw("b", &Options::new(), &raw).await.unwrap();
+    let before = cache.stats().corrupt;
+    let v: Result<String, Infallible> = cache.get_or_load("b", &o, || async { Ok("fresh".to_string()) }).await;
+    assert_eq!(v.unwrap(), "fresh");
+    assert_eq!(cache.stats().corrupt, before + 1);
+    // A plaintext entry planted where an encrypted one is expected is refused too.
+    cache.set("c", &"planted", &opts()).await.unwrap();
+    let v: Result<String, Infallible> = cache.get_or_load("c", &o, || async { Ok("real".to_string()) }).await;
+    assert_eq!(v.unwrap(), "real");
+}
+
+/// Rotation: a cache with the new key still reads values sealed under the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_key_rotation_reads_older_values() {
+    let prefix = cache_tests::unique_prefix("rotation");
+    let url = cache_tests::shared().url();
+    let o = opts().encrypt(true);
+    let old = Cache::builder().url(&url).prefix(&prefix).encryption_key(1, [1; 32]).build().await.unwrap();
+    old.set("k", &"written under key 1", &o).await.unwrap();
+    let new = Cache::builder()
+        .url(&url)
+        .prefix(&prefix)
+        .encryption_key(1, [1; 32])
+        .encryption_key(2, [2; 32])
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(new.get_with::<String>("k", &o).await.unwrap().as_deref(), Some("written under key 1"));
+    new.set("k2", &"written under key 2", &o).await.unwrap();
+    assert_eq!(new.debug_get_raw("k2", &Options::new()).await.unwrap().map(|r| r.len() > 0), Some(true));
+    assert_eq!(old.get_with::<String>("k2", &o).await.unwrap(), None, "the old key cannot read the new one");
+    assert!(!format!("{new:?}").contains("[2, 2"), "no key material in Debug output");
+}
+
 on_every_backend!(
+    encrypted_values_are_bound_to_their_key,
     miss_then_hit,
     errors_and_none_are_not_cached,
     cache_none_caches_none_with_its_own_ttl,
