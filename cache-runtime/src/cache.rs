@@ -198,6 +198,7 @@ pub struct CacheBuilder {
     pub(crate) now_ms: fn() -> u64,
     pub(crate) random: fn() -> f64,
     pub(crate) keyring: crate::crypto::Keyring,
+    pub(crate) tls_root: Option<Vec<u8>>,
 }
 
 #[derive(Clone)]
@@ -245,7 +246,15 @@ impl CacheBuilder {
             now_ms: crate::read::now_ms,
             random: crate::read::random_unit,
             keyring: Default::default(),
+            tls_root: None,
         }
+    }
+
+    /// Trust this CA certificate (PEM) for `rediss://` connections instead of
+    /// the system's roots.
+    pub fn tls_root_cert(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root = Some(pem.into());
+        self
     }
 
     /// Adds a 256-bit key for values cached with `encrypt = true`, under a
@@ -373,7 +382,14 @@ impl CacheBuilder {
             }
             Backend::Memory => Store::Memory(crate::store::memory::MemoryStore::new()),
             Backend::Url(url) => Store::Redis(
-                crate::store::redis::RedisStore::connect(url, self.op_timeout, &self.prefix, Arc::downgrade(&flights)).await?,
+                crate::store::redis::RedisStore::connect(
+                    url,
+                    self.tls_root.as_deref(),
+                    self.op_timeout,
+                    &self.prefix,
+                    Arc::downgrade(&flights),
+                )
+                .await?,
             ),
             Backend::Cluster(_) => {
                 return Err(Error::config("Redis Cluster support is not available in this release"));

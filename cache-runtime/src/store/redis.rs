@@ -58,8 +58,14 @@ impl RedisStore {
     /// Opens the connection and loads the scripts. An unreachable server is
     /// not an error (the connection is retried in the background and reads
     /// fall back to their loaders meanwhile); an invalid URL is.
-    pub(crate) async fn connect(url: &str, timeout: Duration, prefix: &str, flights: Weak<Flights>) -> Result<Self> {
-        let client = redis::Client::open(url)?;
+    pub(crate) async fn connect(
+        url: &str,
+        tls_root: Option<&[u8]>,
+        timeout: Duration,
+        prefix: &str,
+        flights: Weak<Flights>,
+    ) -> Result<Self> {
+        let client = open_client(url, tls_root)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
             .set_response_timeout(None)
@@ -260,6 +266,25 @@ impl RedisStore {
             cursor = next;
         }
     }
+}
+
+/// A client for `url`; `rediss://` over rustls (ring), trusting `tls_root`
+/// (PEM) when given, the system's roots otherwise.
+fn open_client(url: &str, tls_root: Option<&[u8]>) -> Result<redis::Client> {
+    if url.starts_with("rediss://") {
+        // The process may already have chosen a provider; either way one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    Ok(match tls_root {
+        Some(pem) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        )?,
+        None => redis::Client::open(url)?,
+    })
 }
 
 /// Listens for fill announcements and wakes the callers of this process that
