@@ -14,6 +14,7 @@ mod read;
 mod refresh;
 mod resilience;
 mod stats;
+mod write;
 mod store;
 
 #[doc(hidden)]
@@ -24,6 +25,7 @@ pub use codec::{Codec, CodecKind};
 pub use error::{Error, Result};
 pub use options::Options;
 pub use stats::{FunctionStats, Stats};
+pub use write::Loader;
 
 /// Caches an `async fn`'s result. See the [crate documentation](crate) for the
 /// arguments.
