@@ -12,7 +12,9 @@ use std::marker::PhantomData;
 pub use crate::codec::CodecKind;
 pub use crate::key::KeyWriter;
 pub use crate::{Cache, Options};
+pub use crate::behind::{FLUSH_HANDLERS, FlushFn, FlushHandler, FlushResult, decode_args};
 pub use core;
+pub use linkme;
 pub use serde;
 pub use std;
 

@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     pub(crate) now_ms: fn() -> u64,
     pub(crate) random: fn() -> f64,
     pub(crate) keyring: crate::crypto::Keyring,
+    pub(crate) behind: crate::behind::Behind,
     pub(crate) pending: crate::invalidate::Pending,
 }
 
@@ -140,6 +141,7 @@ impl Cache {
                 now_ms: b.now_ms,
                 random: b.random,
                 keyring: b.keyring,
+                behind: Default::default(),
                 pending: Default::default(),
             }),
         }
@@ -177,6 +179,7 @@ impl Cache {
 
     /// Stops the cache: background work is flushed and finished.
     pub async fn shutdown(&self) -> Result<()> {
+        self.drain_flushers().await;
         crate::invalidate::drain_retries(self).await;
         Ok(())
     }
@@ -395,6 +398,10 @@ impl CacheBuilder {
                 return Err(Error::config("Redis Cluster support is not available in this release"));
             }
         };
-        Ok(Cache::from_parts(store, flights, self))
+        let cache = Cache::from_parts(store, flights, self);
+        if let Store::Redis(s) = &cache.inner.store {
+            cache.start_flushers(s.client());
+        }
+        Ok(cache)
     }
 }

@@ -1,6 +1,7 @@
 #![doc = include_str!("../../README.md")]
 #![warn(missing_docs)]
 
+mod behind;
 mod cache;
 pub mod codec;
 mod crypto;

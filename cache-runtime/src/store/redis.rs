@@ -37,6 +37,7 @@ impl Scripts {
 }
 
 pub(crate) struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
     scripts: Scripts,
     timeout: Duration,
@@ -75,8 +76,9 @@ impl RedisStore {
         let channel = format!("{prefix}:fills");
         let wakeups = Arc::new(Wakeups::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(subscribe(client, channel.clone(), flights, wakeups.clone(), stopped));
+        tokio::spawn(subscribe(client.clone(), channel.clone(), flights, wakeups.clone(), stopped));
         let store = RedisStore {
+            client: client.clone(),
             conn,
             scripts: Scripts::new(),
             timeout,
@@ -213,6 +215,24 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PTTL").arg(key).to_owned();
         self.timed(async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    pub(crate) async fn xadd(&self, stream: &str, key: &str, args: &[u8]) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("XADD").arg(stream).arg("*").arg("k").arg(key).arg("a").arg(args).to_owned();
+        let _: String = self.timed(async move { cmd.query_async(&mut conn).await }).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn xlen(&self, stream: &str) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("XLEN").arg(stream).to_owned();
+        self.timed(async move { cmd.query_async(&mut conn).await }).await
+    }
+
+    /// The client, for connections of their own (blocking stream reads).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
