@@ -4,12 +4,14 @@
 # Installs redis-server when it is missing (scripts/install-redis.sh), then
 # runs every test of the workspace and the codec unit tests with the optional
 # bincode codec. The tests start their own redis-server processes on free
-# loopback ports; no system Redis (or any other database) is needed.
+# loopback ports; no system Redis is needed. The write-behind crash test uses
+# PostgreSQL on 127.0.0.1:5432 (scripts/install-postgres.sh sets one up).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install-redis.sh
+bash scripts/install-postgres.sh
 
 echo
 echo "---- cargo test --workspace"
