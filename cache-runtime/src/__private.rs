@@ -116,6 +116,10 @@ pub trait SelectPlain<T> {
 impl<T> SelectPlain<T> for Wrap<T> {}
 
 /// Bounds every cached value must meet.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it must be `Serialize + DeserializeOwned + Send + 'static`",
+    label = "the cached value type"
+)]
 pub trait Cacheable: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Cacheable for T {}
 
@@ -207,6 +211,81 @@ pub trait SucceededAny<T> {
     }
 }
 impl<T> SucceededAny<T> for Wrap<T> {}
+
+impl<T: Cacheable, E> ResultOptionKind<T, E> {
+    /// Write-through of a returned `Ok(option)`.
+    pub async fn store(&self, cache: &Cache, key: &str, opts: &Options, out: &Result<Option<T>, E>) {
+        if let Ok(v) = out {
+            cache.write_through(key, v, opts).await;
+        }
+    }
+}
+
+impl<T: Cacheable, E> ResultKind<T, E> {
+    /// Write-through of a returned `Ok(value)`.
+    pub async fn store(&self, cache: &Cache, key: &str, opts: &Options, out: &Result<T, E>) {
+        if let Ok(v) = out {
+            cache.write_through(key, v, opts).await;
+        }
+    }
+}
+
+impl<T: Cacheable> OptionKind<T> {
+    /// Write-through of a returned option.
+    pub async fn store(&self, cache: &Cache, key: &str, opts: &Options, out: &Option<T>) {
+        cache.write_through(key, out, opts).await;
+    }
+}
+
+impl<T: Cacheable> PlainKind<T> {
+    /// Write-through of a returned value.
+    pub async fn store(&self, cache: &Cache, key: &str, opts: &Options, out: &T) {
+        cache.write_through(key, out, opts).await;
+    }
+}
+
+/// The return value of an acknowledged write-behind call: `()` or `Ok(())`.
+#[diagnostic::on_unimplemented(
+    message = "a `strategy = \"behind\"` function returns `()` or `Result<(), E>`, not `{Self}`",
+    label = "the caller gets this back once the write is queued"
+)]
+pub trait Acknowledge {
+    /// The value meaning "queued".
+    fn acknowledged() -> Self;
+}
+
+impl Acknowledge for () {
+    fn acknowledged() -> Self {}
+}
+
+impl<E> Acknowledge for Result<(), E> {
+    fn acknowledged() -> Self {
+        Ok(())
+    }
+}
+
+/// What a flushed body's return value says: `()` and `Ok(())` succeeded.
+pub trait IntoFlushResult {
+    /// The outcome, with the error's text.
+    fn into_flush_result(self) -> FlushResult;
+}
+
+impl IntoFlushResult for () {
+    fn into_flush_result(self) -> FlushResult {
+        Ok(())
+    }
+}
+
+impl<E: core::fmt::Debug> IntoFlushResult for Result<(), E> {
+    fn into_flush_result(self) -> FlushResult {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// The outcome of one flushed call.
+pub fn flush_outcome<R: IntoFlushResult>(r: R) -> FlushResult {
+    r.into_flush_result()
+}
 
 fn never_none<T>(_: &T) -> bool {
     false
