@@ -117,8 +117,22 @@ impl Cache {
             return Err(Error::Unavailable);
         };
         let encoded = postcard::to_allocvec(args).map_err(|e| Error::Config(format!("write-behind arguments: {e}")))?;
-        self.set(key, value, options).await?;
-        store.xadd(&stream_key(&self.inner.prefix, function), key, &encoded).await
+        let entry = self.encode_for_set(key, value, options)?;
+        let (head, tail) = crate::envelope::split_for_tokens(&entry.bytes);
+        store
+            .set_and_enqueue(
+                &entry.keys,
+                &entry.tag_keys,
+                head,
+                tail,
+                entry.px,
+                self.inner.tag_ttl.as_millis() as u64,
+                &crate::read::random_token(),
+                &stream_key(&self.inner.prefix, function),
+                key,
+                &encoded,
+            )
+            .await
     }
 
     /// Runs every flusher until its stream is drained (bounded).

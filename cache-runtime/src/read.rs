@@ -523,9 +523,20 @@ impl Cache {
     /// codec of `options`, and cancels any load in progress for the key (its
     /// fill will be refused), so an older value can no longer overwrite this one.
     pub async fn set<T: serde::Serialize + ?Sized>(&self, key: impl AsRef<str>, value: &T, options: &Options) -> crate::Result<()> {
+        let e = self.encode_for_set(key.as_ref(), value, options)?;
+        let (head, tail) = envelope::split_for_tokens(&e.bytes);
+        let fresh = random_token();
+        self.inner
+            .store
+            .set(&e.keys, &e.tag_keys, head, tail, e.px, self.inner.tag_ttl.as_millis() as u64, &fresh)
+            .await
+    }
+
+    /// What an unconditional store of `value` writes (tokens to be spliced in).
+    pub(crate) fn encode_for_set<T: serde::Serialize + ?Sized>(&self, key: &str, value: &T, options: &Options) -> crate::Result<SetEntry> {
         let inner = &*self.inner;
         let codec = options.codec.unwrap_or(inner.codec);
-        let keys = self.entry_keys(key.as_ref(), options.version);
+        let keys = self.entry_keys(key, options.version);
         let tag_keys: Vec<String> = options.tags.iter().map(|t| self.tag_key(t)).collect();
         let ttl = options.ttl.unwrap_or(inner.default_ttl);
         let fresh_ms = jittered_ms(ttl, options.jitter.unwrap_or(inner.jitter));
@@ -536,13 +547,16 @@ impl Cache {
             compute_us: 0,
         };
         let bytes = envelope::encode(codec, value, meta, "", &options.tags, inner.max_value_size, self.sealing(options, &keys))?;
-        let (head, tail) = envelope::split_for_tokens(&bytes);
-        let fresh = random_token();
-        inner
-            .store
-            .set(&keys, &tag_keys, head, tail, px, inner.tag_ttl.as_millis() as u64, &fresh)
-            .await
+        Ok(SetEntry { keys, tag_keys, bytes, px })
     }
+}
+
+/// An entry ready for an unconditional store.
+pub(crate) struct SetEntry {
+    pub(crate) keys: EntryKeys,
+    pub(crate) tag_keys: Vec<String>,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) px: u64,
 }
 
 async fn timed_load<T, E, F: Future<Output = Result<T, E>>>(stats: &Counters, body: F) -> Result<T, E> {

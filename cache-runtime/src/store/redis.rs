@@ -23,6 +23,7 @@ struct Scripts {
     fill: Script,
     release: Script,
     set: Script,
+    behind: Script,
 }
 
 impl Scripts {
@@ -32,6 +33,7 @@ impl Scripts {
             fill: Script::new(include_str!("scripts/fill.lua")),
             release: Script::new(include_str!("scripts/release.lua")),
             set: Script::new(include_str!("scripts/set.lua")),
+            behind: Script::new(include_str!("scripts/behind.lua")),
         }
     }
 }
@@ -95,7 +97,7 @@ impl RedisStore {
 
     async fn load_scripts(&self) -> Result<()> {
         let s = &self.scripts;
-        for script in [&s.lookup, &s.fill, &s.release, &s.set] {
+        for script in [&s.lookup, &s.fill, &s.release, &s.set, &s.behind] {
             let mut conn = self.conn.clone();
             self.timed(async move { script.prepare_invoke().load_async(&mut conn).await }).await?;
         }
@@ -217,10 +219,36 @@ impl RedisStore {
         self.timed(async move { cmd.query_async(&mut conn).await }).await
     }
 
-    pub(crate) async fn xadd(&self, stream: &str, key: &str, args: &[u8]) -> Result<()> {
+    /// Stores an entry and appends a write-behind call to `stream`, atomically.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn set_and_enqueue(
+        &self,
+        k: &EntryKeys,
+        tag_keys: &[String],
+        head: &[u8],
+        tail: &[u8],
+        px: u64,
+        tag_ttl_ms: u64,
+        fresh: &str,
+        stream: &str,
+        key: &str,
+        args: &[u8],
+    ) -> Result<()> {
+        let mut inv = self.scripts.behind.key(&k.entry);
+        inv.key(&k.lease).key(stream);
+        for t in tag_keys {
+            inv.key(t);
+        }
+        inv.arg(head)
+            .arg(tail)
+            .arg(px)
+            .arg(tag_ttl_ms)
+            .arg(fresh)
+            .arg(&self.channel)
+            .arg(key)
+            .arg(args);
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("XADD").arg(stream).arg("*").arg("k").arg(key).arg("a").arg(args).to_owned();
-        let _: String = self.timed(async move { cmd.query_async(&mut conn).await }).await?;
+        let _: String = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
         Ok(())
     }
 
