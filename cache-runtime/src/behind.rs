@@ -366,7 +366,7 @@ impl Flusher {
                 Err(msg) => {
                     let n = self.attempts.entry(entry.id.clone()).or_insert(0);
                     *n += 1;
-                    stats.errors.fetch_add(1, Relaxed);
+                    stats.error();
                     if *n >= MAX_ATTEMPTS {
                         tracing::error!(key = %entry.key, error = %msg, "cache: write-behind entry moved to the dead-letter stream");
                         let _: String = redis::cmd("XADD")

@@ -58,6 +58,7 @@ pub(crate) struct Inner {
     pub(crate) random: fn() -> f64,
     pub(crate) keyring: crate::crypto::Keyring,
     pub(crate) behind: crate::behind::Behind,
+    pub(crate) redact_keys: bool,
     pub(crate) pending: crate::invalidate::Pending,
 }
 
@@ -127,7 +128,7 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 store,
-                prefix: b.prefix,
+                prefix: b.prefix.clone(),
                 default_ttl: b.default_ttl,
                 jitter: b.jitter,
                 codec: b.codec,
@@ -136,12 +137,13 @@ impl Cache {
                 tag_ttl: b.tag_ttl,
                 max_value_size: b.max_value_size,
                 max_version: AtomicU32::new(1),
-                stats: Registry::default(),
+                stats: Registry::new(&b.prefix),
                 flights,
                 now_ms: b.now_ms,
                 random: b.random,
                 keyring: b.keyring,
                 behind: Default::default(),
+                redact_keys: b.redact_keys,
                 pending: Default::default(),
             }),
         }
@@ -202,6 +204,7 @@ pub struct CacheBuilder {
     pub(crate) random: fn() -> f64,
     pub(crate) keyring: crate::crypto::Keyring,
     pub(crate) tls_root: Option<Vec<u8>>,
+    pub(crate) redact_keys: bool,
 }
 
 #[derive(Clone)]
@@ -250,7 +253,15 @@ impl CacheBuilder {
             random: crate::read::random_unit,
             keyring: Default::default(),
             tls_root: None,
+            redact_keys: false,
         }
+    }
+
+    /// Show keys in tracing spans and logs only as hashes (for keys that
+    /// carry personal data).
+    pub fn redact_keys(mut self, on: bool) -> Self {
+        self.redact_keys = on;
+        self
     }
 
     /// Trust this CA certificate (PEM) for `rediss://` connections instead of

@@ -151,9 +151,9 @@ impl Cache {
     /// until the store answers.
     pub(crate) async fn invalidate_quiet(&self, inv: &Invalidation) {
         let stats = self.inner.stats.function("");
-        stats.invalidations.fetch_add(1, Relaxed);
+        stats.invalidation();
         if let Err(e) = self.apply(inv).await {
-            stats.errors.fetch_add(1, Relaxed);
+            stats.error();
             tracing::warn!(error = %e, "cache: invalidation failed; retrying in the background");
             self.inner.pending.push(inv.clone());
             self.spawn_retrier();
@@ -194,7 +194,7 @@ impl Cache {
         let mut failed = Vec::new();
         for inv in batch {
             if self.apply(&inv).await.is_err() {
-                stats.invalidation_retries.fetch_add(1, Relaxed);
+                stats.invalidation_retry();
                 failed.push(inv);
             }
         }

@@ -14,7 +14,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
@@ -162,17 +161,45 @@ impl Cache {
         T: Cacheable,
         F: Future<Output = Result<T, E>>,
     {
+        use tracing::Instrument;
+        let span = tracing::debug_span!(
+            "cache.read",
+            cache = %self.inner.prefix,
+            function = opts.function,
+            key = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            span.record("key", self.shown_key(&key).as_str());
+        }
+        self.read_path(key, opts, is_none, body).instrument(span).await
+    }
+
+    /// A key as it may appear in spans and logs: itself, or its hash when
+    /// keys are redacted.
+    pub(crate) fn shown_key(&self, key: &str) -> String {
+        if self.inner.redact_keys {
+            format!("#{}", crate::key::hash_value(key))
+        } else {
+            key.to_string()
+        }
+    }
+
+    async fn read_path<T, E, F>(&self, key: String, opts: &Options, is_none: fn(&T) -> bool, body: F) -> Result<T, E>
+    where
+        T: Cacheable,
+        F: Future<Output = Result<T, E>>,
+    {
         let inner = &*self.inner;
         let stats = inner.stats.function(opts.function);
         if let Store::PassThrough = inner.store {
             warn_pass_through();
-            stats.misses.fetch_add(1, Relaxed);
+            stats.miss();
             return timed_load(&stats, body).await;
         }
         if inner.pending.len() > 0 {
             // An invalidation could not be applied yet: what the store holds may be
             // exactly what it was meant to remove.
-            stats.misses.fetch_add(1, Relaxed);
+            stats.miss();
             return timed_load(&stats, body).await;
         }
         let codec = opts.codec.unwrap_or(inner.codec);
@@ -195,9 +222,9 @@ impl Cache {
             let found = inner.store.lookup(&keys, &tag_keys, Some(&lease)).await;
             match found {
                 Err(e) => {
-                    stats.errors.fetch_add(1, Relaxed);
-                    tracing::debug!(error = %e, key = %keys.entry, "cache: lookup failed; running the loader");
-                    stats.misses.fetch_add(1, Relaxed);
+                    stats.error();
+                    tracing::debug!(error = %e, "cache: lookup failed; running the loader");
+                    stats.miss();
                     return timed_load(&stats, body).await;
                 }
                 Ok(Lookup::Hit(bytes)) => match envelope::decode::<T>(&bytes, self.reading(opts, &keys)) {
@@ -211,53 +238,53 @@ impl Cache {
                                 .refresh(&keys, &tag_keys, &lease, codec, opts, is_none, &stats, v, stale, body)
                                 .await;
                         }
-                        stats.hits.fetch_add(1, Relaxed);
+                        stats.hit();
                         return Ok(v);
                     }
                     Err(e) => {
                         self.discard_corrupt(&keys, &stats, &e).await;
                         if attempt >= 3 {
-                            stats.misses.fetch_add(1, Relaxed);
+                            stats.miss();
                             return timed_load(&stats, body).await;
                         }
                     }
                 },
                 Ok(Lookup::Leased { tokens, corrupt }) => {
                     if corrupt {
-                        stats.corrupt.fetch_add(1, Relaxed);
+                        stats.corrupt_entry();
                     }
-                    stats.misses.fetch_add(1, Relaxed);
+                    stats.miss();
                     return self
                         .lead(&keys, &token, &tokens, codec, opts, is_none, &stats, body)
                         .await;
                 }
                 Ok(Lookup::Held { pttl_ms, corrupt }) => {
                     if corrupt {
-                        stats.corrupt.fetch_add(1, Relaxed);
+                        stats.corrupt_entry();
                     }
                     if !opts.lock || Instant::now() >= deadline {
                         // Someone else is filling: load without waiting and store nothing.
-                        stats.misses.fetch_add(1, Relaxed);
+                        stats.miss();
                         return timed_load(&stats, body).await;
                     }
                     if !waited {
                         waited = true;
-                        stats.lock_waits.fetch_add(1, Relaxed);
+                        stats.lock_wait();
                     }
                     let mut waiter = inner.flights.wait_on(&keys.entry);
                     let limit = backoff(attempt, pttl_ms, inner.store.wakeups_live());
                     if let Some(bytes) = waiter.landed(limit).await
                         && let Ok((v, _)) = envelope::decode::<T>(&bytes, self.reading(opts, &keys))
                     {
-                        stats.hits.fetch_add(1, Relaxed);
+                        stats.hit();
                         return Ok(v);
                     }
                 }
                 Ok(Lookup::Miss { corrupt }) => {
                     if corrupt {
-                        stats.corrupt.fetch_add(1, Relaxed);
+                        stats.corrupt_entry();
                     }
-                    stats.misses.fetch_add(1, Relaxed);
+                    stats.miss();
                     return timed_load(&stats, body).await;
                 }
             }
@@ -321,9 +348,9 @@ impl Cache {
     {
         let serve_current = |stats: &Counters| {
             if stale {
-                stats.stale_serves.fetch_add(1, Relaxed);
+                stats.stale_serve();
             } else {
-                stats.hits.fetch_add(1, Relaxed);
+                stats.hit();
             }
         };
         let tokens = match self.inner.store.lookup(keys, tag_keys, Some(lease)).await {
@@ -333,21 +360,21 @@ impl Cache {
                 return Ok(current);
             }
             Err(_) => {
-                stats.errors.fetch_add(1, Relaxed);
+                stats.error();
                 serve_current(stats);
                 return Ok(current);
             }
         };
-        stats.refreshes.fetch_add(1, Relaxed);
+        stats.refresh();
         match self.lead(keys, lease.token, &tokens, codec, opts, is_none, stats, body).await {
             Ok(v) => Ok(v),
             Err(_) if stale => {
                 // Failover: the source failed, the stale value stands in.
-                stats.stale_serves.fetch_add(1, Relaxed);
+                stats.stale_serve();
                 Ok(current)
             }
             Err(_) => {
-                stats.hits.fetch_add(1, Relaxed);
+                stats.hit();
                 Ok(current)
             }
         }
@@ -375,8 +402,7 @@ impl Cache {
         let started = Instant::now();
         let out = body.await;
         let compute = started.elapsed();
-        stats.loads.fetch_add(1, Relaxed);
-        stats.load_micros.fetch_add(compute.as_micros() as u64, Relaxed);
+        stats.loaded(compute);
         let value = match &out {
             Ok(v) => v,
             Err(_) => {
@@ -406,18 +432,18 @@ impl Cache {
             Ok(bytes) => match inner.store.fill(keys, token, &bytes, px).await {
                 Ok(true) => Landing::Stored(Arc::new(bytes)),
                 Ok(false) => {
-                    stats.fills_rejected.fetch_add(1, Relaxed);
+                    stats.fill_rejected();
                     Landing::Retry
                 }
                 Err(e) => {
-                    stats.errors.fetch_add(1, Relaxed);
-                    tracing::debug!(error = %e, key = %keys.entry, "cache: fill failed");
+                    stats.error();
+                    tracing::debug!(error = %e, "cache: fill failed");
                     Landing::Retry
                 }
             },
             Err(e) => {
-                stats.errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, key = %keys.entry, "cache: value not stored");
+                stats.error();
+                tracing::warn!(error = %e, key = %self.shown_key(&keys.entry), "cache: value not stored");
                 let _ = inner.store.release(keys, token).await;
                 Landing::Retry
             }
@@ -427,10 +453,10 @@ impl Cache {
     }
 
     async fn discard_corrupt(&self, keys: &EntryKeys, stats: &Counters, e: &envelope::EnvelopeError) {
-        stats.corrupt.fetch_add(1, Relaxed);
-        tracing::warn!(error = %e, key = %keys.entry, "cache: undecodable entry deleted");
+        stats.corrupt_entry();
+        tracing::warn!(error = %e, key = %self.shown_key(&keys.entry), "cache: undecodable entry deleted");
         if self.inner.store.delete(std::slice::from_ref(&keys.entry)).await.is_err() {
-            stats.errors.fetch_add(1, Relaxed);
+            stats.error();
         }
     }
 
@@ -450,7 +476,7 @@ impl Cache {
         let stats = inner.stats.function(options.function);
         let keys = self.entry_keys(key.as_ref(), options.version);
         let Some(bytes) = inner.store.get(&keys.entry).await? else {
-            stats.misses.fetch_add(1, Relaxed);
+            stats.miss();
             return Ok(None);
         };
         let parsed = match envelope::parse(&bytes, inner.max_value_size) {
@@ -466,7 +492,7 @@ impl Cache {
             let mut joined = Vec::new();
             for (i, t) in current.iter().enumerate() {
                 let Some(t) = t else {
-                    stats.misses.fetch_add(1, Relaxed);
+                    stats.miss();
                     return Ok(None);
                 };
                 if i > 0 {
@@ -475,13 +501,13 @@ impl Cache {
                 joined.extend_from_slice(t);
             }
             if joined != parsed.tokens {
-                stats.misses.fetch_add(1, Relaxed);
+                stats.miss();
                 return Ok(None);
             }
         }
         match envelope::decode::<T>(&bytes, self.reading(options, &keys)) {
             Ok((v, _)) => {
-                stats.hits.fetch_add(1, Relaxed);
+                stats.hit();
                 Ok(Some(v))
             }
             Err(e) => {
@@ -562,7 +588,6 @@ pub(crate) struct SetEntry {
 async fn timed_load<T, E, F: Future<Output = Result<T, E>>>(stats: &Counters, body: F) -> Result<T, E> {
     let started = Instant::now();
     let out = body.await;
-    stats.loads.fetch_add(1, Relaxed);
-    stats.load_micros.fetch_add(started.elapsed().as_micros() as u64, Relaxed);
+    stats.loaded(started.elapsed());
     out
 }

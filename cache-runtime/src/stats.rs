@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
+/// Counters of one function, mirrored to the `metrics` facade.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    m: Handles,
     pub(crate) hits: AtomicU64,
     pub(crate) misses: AtomicU64,
     pub(crate) stale_serves: AtomicU64,
@@ -20,7 +22,104 @@ pub(crate) struct Counters {
     pub(crate) invalidation_retries: AtomicU64,
 }
 
+/// Handles into whatever `metrics` recorder was installed when the function
+/// first ran (no-ops without one).
+#[derive(Debug)]
+struct Handles {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    stale_serves: metrics::Counter,
+    loads: metrics::Counter,
+    load_seconds: metrics::Histogram,
+    refreshes: metrics::Counter,
+    lock_waits: metrics::Counter,
+    errors: metrics::Counter,
+    corrupt: metrics::Counter,
+    fills_rejected: metrics::Counter,
+    invalidations: metrics::Counter,
+    invalidation_retries: metrics::Counter,
+}
+
+impl Default for Handles {
+    fn default() -> Self {
+        use metrics::{Counter, Histogram};
+        Handles {
+            hits: Counter::noop(),
+            misses: Counter::noop(),
+            stale_serves: Counter::noop(),
+            loads: Counter::noop(),
+            load_seconds: Histogram::noop(),
+            refreshes: Counter::noop(),
+            lock_waits: Counter::noop(),
+            errors: Counter::noop(),
+            corrupt: Counter::noop(),
+            fills_rejected: Counter::noop(),
+            invalidations: Counter::noop(),
+            invalidation_retries: Counter::noop(),
+        }
+    }
+}
+
+impl Handles {
+    fn new(cache: &str, function: &'static str) -> Self {
+        let labels = [("cache", cache.to_string()), ("function", function.to_string())];
+        Handles {
+            hits: metrics::counter!("cache_hits_total", &labels),
+            misses: metrics::counter!("cache_misses_total", &labels),
+            stale_serves: metrics::counter!("cache_stale_serves_total", &labels),
+            loads: metrics::counter!("cache_loads_total", &labels),
+            load_seconds: metrics::histogram!("cache_load_seconds", &labels),
+            refreshes: metrics::counter!("cache_refreshes_total", &labels),
+            lock_waits: metrics::counter!("cache_lock_waits_total", &labels),
+            errors: metrics::counter!("cache_errors_total", &labels),
+            corrupt: metrics::counter!("cache_corrupt_total", &labels),
+            fills_rejected: metrics::counter!("cache_fills_rejected_total", &labels),
+            invalidations: metrics::counter!("cache_invalidations_total", &labels),
+            invalidation_retries: metrics::counter!("cache_invalidation_retries_total", &labels),
+        }
+    }
+}
+
+macro_rules! bump {
+    ($($method:ident => $field:ident),* $(,)?) => {
+        $(
+            pub(crate) fn $method(&self) {
+                self.$field.fetch_add(1, Relaxed);
+                self.m.$field.increment(1);
+            }
+        )*
+    };
+}
+
 impl Counters {
+    fn new(cache: &str, function: &'static str) -> Self {
+        Counters {
+            m: Handles::new(cache, function),
+            ..Counters::default()
+        }
+    }
+
+    bump!(
+        hit => hits,
+        miss => misses,
+        stale_serve => stale_serves,
+        refresh => refreshes,
+        lock_wait => lock_waits,
+        error => errors,
+        corrupt_entry => corrupt,
+        fill_rejected => fills_rejected,
+        invalidation => invalidations,
+        invalidation_retry => invalidation_retries,
+    );
+
+    /// A loader ran for this long.
+    pub(crate) fn loaded(&self, took: std::time::Duration) {
+        self.loads.fetch_add(1, Relaxed);
+        self.load_micros.fetch_add(took.as_micros() as u64, Relaxed);
+        self.m.loads.increment(1);
+        self.m.load_seconds.record(took.as_secs_f64());
+    }
+
     fn snapshot(&self) -> FunctionStats {
         FunctionStats {
             hits: self.hits.load(Relaxed),
@@ -95,10 +194,19 @@ impl std::ops::Deref for Stats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
+    cache: String,
     by_function: RwLock<HashMap<&'static str, Arc<Counters>>>,
 }
 
 impl Registry {
+    /// Counters of the cache with this prefix (the `cache` label of its metrics).
+    pub(crate) fn new(cache: &str) -> Self {
+        Registry {
+            cache: cache.to_string(),
+            by_function: RwLock::default(),
+        }
+    }
+
     pub(crate) fn function(&self, name: &'static str) -> Arc<Counters> {
         if let Ok(map) = self.by_function.read()
             && let Some(c) = map.get(name)
@@ -109,7 +217,7 @@ impl Registry {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        map.entry(name).or_default().clone()
+        map.entry(name).or_insert_with(|| Arc::new(Counters::new(&self.cache, name))).clone()
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

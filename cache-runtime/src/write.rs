@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
 
@@ -33,7 +32,7 @@ impl Cache {
     pub async fn write_through<T: Serialize + ?Sized>(&self, key: &str, value: &T, options: &Options) {
         if let Err(e) = self.set(key, value, options).await {
             let stats = self.inner.stats.function(options.function);
-            stats.errors.fetch_add(1, Relaxed);
+            stats.error();
             tracing::warn!(error = %e, "cache: write-through store failed; deleting the key instead");
             let inv = Invalidation {
                 keys: vec![key.to_string()],
