@@ -1,0 +1,50 @@
+//! The inspection tool against a harness redis-server.
+
+use std::process::Command;
+use std::time::Duration;
+
+use cache_runtime::{Cache, Options};
+
+fn inspect(url: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cache-inspect"))
+        .args(["--url", url, "--prefix", "tool"])
+        .args(args)
+        .output()
+        .expect("run cache-inspect");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shows_and_invalidates() {
+    let server = cache_tests::RedisServer::start();
+    let url = server.url();
+    let cache = Cache::builder().url(&url).prefix("tool").build().await.unwrap();
+    let opts = Options::new().ttl(Duration::from_secs(600)).tags(["users", "user:1"]);
+    cache.set("user:1", &"Ada", &opts).await.unwrap();
+
+    let entry = inspect(&url, &["entry", "user:1"]);
+    assert!(entry.contains("codec        postcard"), "{entry}");
+    assert!(entry.contains("tag          users"), "{entry}");
+    assert!(entry.contains("readable     yes"), "{entry}");
+
+    assert!(inspect(&url, &["tags", "users"]).starts_with("users: "));
+    inspect(&url, &["invalidate-tag", "users"]);
+    let entry = inspect(&url, &["entry", "user:1"]);
+    assert!(entry.contains("INVALIDATED") && entry.contains("readable     no"), "{entry}");
+    assert_eq!(cache.get::<String>("user:1").await.unwrap(), None);
+
+    cache.set("search:a", &1u8, &opts).await.unwrap();
+    cache.set("search:b", &1u8, &opts).await.unwrap();
+    assert!(inspect(&url, &["invalidate-pattern", "search:*"]).contains("deleted 2"));
+    assert!(inspect(&url, &["entry", "search:a"]).contains("no entry"));
+    assert!(inspect(&url, &["queue", "app::save"]).contains("0 queued, 0 dead letters"));
+
+    let secret_url = format!("redis://default:hunter2@127.0.0.1:{}", server.port());
+    let out = Command::new(env!("CARGO_BIN_EXE_cache-inspect"))
+        .args(["--url", &secret_url, "--prefix", "tool", "entry", "nope"])
+        .output()
+        .unwrap();
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains("hunter2"), "credentials never printed: {all}");
+}
