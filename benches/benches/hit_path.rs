@@ -49,6 +49,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 const ROUNDS: usize = 15;
 const OPS: usize = 2000;
+
+/// `HIT_PATH_ONLY=ours|raw`: run only one side, once, for profiling
+/// (`valgrind --tool=callgrind`).
+fn only() -> Option<String> {
+    std::env::var("HIT_PATH_ONLY").ok()
+}
 const TASKS: usize = 64;
 const OPS_PER_TASK: usize = 200;
 
@@ -77,6 +83,16 @@ async fn run() {
         raw_user(&mut conn, raw_key).await;
     }
     let loads_before = cache.stats().loads;
+    if let Some(side) = only() {
+        for _ in 0..OPS {
+            if side == "ours" {
+                std::hint::black_box(cached_user(1).await.expect("hit"));
+            } else {
+                std::hint::black_box(raw_user(&mut conn, raw_key).await);
+            }
+        }
+        return;
+    }
 
     // 1 task: latency per call.
     let (mut ours, mut raw) = (Vec::new(), Vec::new());

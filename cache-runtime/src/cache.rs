@@ -153,6 +153,11 @@ impl Cache {
     /// versions above 1) and its lease. The braces make the key its own hash tag,
     /// so an entry and its lease always share a cluster slot.
     pub(crate) fn entry_keys(&self, key: &str, version: u32) -> EntryKeys {
+        EntryKeys::of(self.entry_key(key, version))
+    }
+
+    /// The stored key of an entry, alone (the hit path needs no lease key).
+    pub(crate) fn entry_key(&self, key: &str, version: u32) -> String {
         let mut entry = String::with_capacity(self.inner.prefix.len() + key.len() + 12);
         entry.push_str(&self.inner.prefix);
         entry.push_str(":{");
@@ -163,10 +168,7 @@ impl Cache {
             entry.push_str(":v");
             entry.push_str(&version.to_string());
         }
-        let mut lease = String::with_capacity(entry.len() + 2);
-        lease.push_str(&entry);
-        lease.push_str(":L");
-        EntryKeys { entry, lease }
+        entry
     }
 
     /// The stored key of a tag's version token.

@@ -145,6 +145,35 @@ pub(crate) fn split_for_tokens(bytes: &[u8]) -> (&[u8], &[u8]) {
     (&bytes[..TOKENS_AT], bytes.get(TOKENS_AT + 1..).unwrap_or_default())
 }
 
+/// The tag-token section of stored bytes, if their header is valid.
+pub(crate) fn header_tokens(v: &[u8]) -> Option<&[u8]> {
+    if v.len() <= TOKENS_AT || &v[..2] != MAGIC || v[2] != FORMAT {
+        return None;
+    }
+    let semi = v[TOKENS_AT..].iter().position(|&b| b == b';')?;
+    Some(&v[TOKENS_AT..TOKENS_AT + semi])
+}
+
+/// Whether the tokens an entry recorded are the tags' current ones: every
+/// tag has a token, and they are the recorded ones, in order.
+pub(crate) fn tags_current(recorded: &[u8], current: &[Option<Vec<u8>>]) -> bool {
+    let mut rest = recorded;
+    for (i, t) in current.iter().enumerate() {
+        let Some(t) = t else { return false };
+        if i > 0 {
+            match rest.split_first() {
+                Some((b',', r)) => rest = r,
+                _ => return false,
+            }
+        }
+        match rest.strip_prefix(t.as_slice()) {
+            Some(r) => rest = r,
+            None => return false,
+        }
+    }
+    rest.is_empty()
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -279,6 +308,19 @@ mod tests {
             fresh_until_ms: 1_700_000_000_000,
             compute_us: 1234,
         }
+    }
+
+    #[test]
+    fn tag_tokens_compare_in_order() {
+        let cur = |v: &[&str]| v.iter().map(|t| Some(t.as_bytes().to_vec())).collect::<Vec<_>>();
+        assert!(tags_current(b"", &[]));
+        assert!(tags_current(b"a1,b2", &cur(&["a1", "b2"])));
+        assert!(!tags_current(b"a1,b2", &cur(&["b2", "a1"])));
+        assert!(!tags_current(b"a1,b2", &cur(&["a1"])));
+        assert!(!tags_current(b"a1", &cur(&["a1", "b2"])));
+        assert!(!tags_current(b"a1,b2", &[Some(b"a1".to_vec()), None]));
+        assert!(!tags_current(b"a1,b", &cur(&["a1", "b2"])));
+        assert!(!tags_current(b"", &cur(&["a"])));
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! The read path: lookup-or-lease in one round trip, single flight within
-//! the process, lease-guarded fills.
+//! The read path: a plain read for hits, lookup-or-lease on a miss, single
+//! flight within the process, lease-guarded fills.
 //!
-//! A read sends one script call. On a hit that is the whole cost. On a miss
-//! the same call takes the entry's lease (a random token, `SET NX PX`) and
-//! returns the tags' current tokens; the loader runs; the fill stores the value
-//! only if the lease is still ours (compare-and-set). Invalidation deletes the
+//! A read first sends one plain command, `GET entry` (or `MGET entry tag…`
+//! for a tagged entry), and checks the envelope's recorded tag versions
+//! against the current ones itself. On a hit that is the whole cost: one round
+//! trip and no script (a script call costs Redis ten times a `GET`). On a miss
+//! the lookup script checks again and takes the entry's lease (a random token,
+//! `SET NX PX`) in the same call, returning the tags' current tokens; the
+//! loader runs; the fill stores the value only if the lease is still ours
+//! (compare-and-set). Invalidation deletes the
 //! lease, so a loader that read its source before a write can never store what
 //! it read after the write's invalidation: its fill is refused.
 //!
@@ -84,8 +88,31 @@ pub(crate) fn random_unit() -> f64 {
     rand::random::<f64>()
 }
 
+/// A random 64-bit token as 16 hex digits, without allocating.
+#[derive(Clone, Copy)]
+pub(crate) struct Token([u8; 16]);
+
+impl Token {
+    pub(crate) fn random() -> Token {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut n = rand::random::<u64>();
+        let mut out = [0u8; 16];
+        for b in out.iter_mut().rev() {
+            *b = HEX[(n & 0xf) as usize];
+            n >>= 4;
+        }
+        Token(out)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits are ASCII, so this never fails.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// A random token as an owned string.
 pub(crate) fn random_token() -> String {
-    format!("{:016x}", rand::random::<u64>())
+    Token::random().as_str().to_string()
 }
 
 /// `ttl` scaled by a uniform factor in `1 ± jitter`, in whole milliseconds (at least 1).
@@ -162,6 +189,9 @@ impl Cache {
         F: Future<Output = Result<T, E>>,
     {
         use tracing::Instrument;
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return self.read_path(key, opts, is_none, body).await;
+        }
         let span = tracing::debug_span!(
             "cache.read",
             cache = %self.inner.prefix,
@@ -203,23 +233,57 @@ impl Cache {
             return timed_load(&stats, body).await;
         }
         let codec = opts.codec.unwrap_or(inner.codec);
-        let keys = self.entry_keys(&key, opts.version);
+        let entry = self.entry_key(&key, opts.version);
         let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
-        let token = random_token();
-        let fresh = random_token();
+        // Hits first, with a plain read; the lease script only on a miss.
+        let mut peeked: Option<Vec<u8>> = None;
+        match inner.store.peek(&entry, &tag_keys).await {
+            Some(Ok(p)) => {
+                peeked = p.hit();
+                // The common case, decided without building anything else.
+                if let Some(bytes) = &peeked {
+                    let reading = envelope::Reading {
+                        codec,
+                        max_size: inner.max_value_size,
+                        sealing: self.any_sealing_for(&entry),
+                        require_sealed: opts.encrypt,
+                    };
+                    if let Ok((v, meta)) = envelope::decode::<T>(bytes, reading)
+                        && !self.wants_refresh(opts, &meta)
+                    {
+                        stats.hit();
+                        return Ok(v);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                stats.error();
+                tracing::debug!(error = %e, "cache: read failed; running the loader");
+                stats.miss();
+                return timed_load(&stats, body).await;
+            }
+            None => {}
+        }
+        let keys = EntryKeys::of(entry);
+        // One random token: the lease's, and (unique per call) the prefix of
+        // versions for tags that have none yet.
+        let token = Token::random();
         let mut lease = LeaseArgs {
             mode: LeaseMode::OnMiss,
-            token: &token,
+            token: token.as_str(),
             lease_ms: inner.lease_ttl.as_millis() as u64,
             tag_ttl_ms: inner.tag_ttl.as_millis() as u64,
-            fresh: &fresh,
         };
-        let deadline = Instant::now() + inner.lease_ttl * 2;
+        // How long this call may wait for others' loads; set on first wait.
+        let mut deadline: Option<Instant> = None;
         let mut waited = false;
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
-            let found = inner.store.lookup(&keys, &tag_keys, Some(&lease)).await;
+            let found = match peeked.take() {
+                Some(bytes) => Ok(Lookup::Hit(bytes)),
+                None => inner.store.lookup(&keys, &tag_keys, Some(&lease)).await,
+            };
             match found {
                 Err(e) => {
                     stats.error();
@@ -255,13 +319,14 @@ impl Cache {
                     }
                     stats.miss();
                     return self
-                        .lead(&keys, &token, &tokens, codec, opts, is_none, &stats, body)
+                        .lead(&keys, token.as_str(), &tokens, codec, opts, is_none, &stats, body)
                         .await;
                 }
                 Ok(Lookup::Held { pttl_ms, corrupt }) => {
                     if corrupt {
                         stats.corrupt_entry();
                     }
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + inner.lease_ttl * 2);
                     if !opts.lock || Instant::now() >= deadline {
                         // Someone else is filling: load without waiting and store nothing.
                         stats.miss();
@@ -307,15 +372,22 @@ impl Cache {
     }
 
     fn any_sealing<'a>(&'a self, keys: &'a EntryKeys) -> Option<envelope::Sealing<'a>> {
+        self.any_sealing_for(&keys.entry)
+    }
+
+    fn any_sealing_for<'a>(&'a self, entry: &'a str) -> Option<envelope::Sealing<'a>> {
         (!self.inner.keyring.is_empty()).then_some(envelope::Sealing {
             ring: &self.inner.keyring,
-            aad: keys.entry.as_bytes(),
+            aad: entry.as_bytes(),
         })
     }
 
     /// Whether a hit should be reloaded now: past its ttl within a `stale`
     /// window, or picked by early refresh.
     fn wants_refresh(&self, opts: &Options, meta: &Meta) -> bool {
+        if opts.stale.is_none() && opts.early_refresh.is_none() {
+            return false;
+        }
         let now = (self.inner.now_ms)();
         if opts.stale.is_some() && meta.fresh_until_ms <= now {
             return true;

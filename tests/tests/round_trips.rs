@@ -1,5 +1,6 @@
-//! A hit costs exactly one round trip to Redis (one script call), tags
-//! included; a miss costs two (lookup-or-lease, fill). Counted by the server:
+//! A hit costs exactly one round trip to Redis, tags included: one plain
+//! command (`MGET entry tag…`), no script. A miss costs three: that read, the
+//! lookup-or-lease script, the fill. Counted by the server:
 //! `MONITOR` shows every command a client sends, and marks the commands a
 //! script runs as coming from `lua`, so those are told apart.
 
@@ -51,14 +52,26 @@ async fn hit_is_one_round_trip_and_miss_is_two() {
         assert_eq!(v.unwrap(), 1);
     })
     .await;
-    assert_eq!(miss.len(), 2, "a miss: lookup-or-lease, then fill: {miss:#?}");
-    assert!(miss.iter().all(|l| l.contains("\"EVALSHA\"")), "{miss:#?}");
+    assert_eq!(miss.len(), 3, "a miss: read, lookup-or-lease, fill: {miss:#?}");
+    assert!(miss[0].contains("\"MGET\""), "{miss:#?}");
+    assert!(miss[1..].iter().all(|l| l.contains("\"EVALSHA\"")), "{miss:#?}");
 
     let hit = commands_during(&server, async {
         let v: Result<u32, Infallible> = c.get_or_load("user:1", o, || async { unreachable!() }).await;
         assert_eq!(v.unwrap(), 1);
     })
     .await;
-    assert_eq!(hit.len(), 1, "a hit with two tags is one script call: {hit:#?}");
-    assert_eq!(cache.stats().hits, 1);
+    assert_eq!(hit.len(), 1, "a hit with two tags is one command: {hit:#?}");
+    assert!(hit[0].contains("\"MGET\""), "{hit:#?}");
+
+    let untagged = Options::new().ttl(Duration::from_secs(60));
+    let _: Result<u32, Infallible> = cache.get_or_load("plain", &untagged, || async { Ok(2) }).await;
+    let hit = commands_during(&server, async {
+        let v: Result<u32, Infallible> = c.get_or_load("plain", &untagged, || async { unreachable!() }).await;
+        assert_eq!(v.unwrap(), 2);
+    })
+    .await;
+    assert_eq!(hit.len(), 1, "{hit:#?}");
+    assert!(hit[0].contains("\"GET\""), "an untagged hit is a plain GET: {hit:#?}");
+    assert_eq!(cache.stats().hits, 2);
 }

@@ -13,7 +13,6 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{EntryKeys, LeaseArgs, Lookup};
-use crate::envelope::{MAGIC, FORMAT, TOKENS_AT};
 use crate::error::Result;
 
 /// Default bound on the number of keys.
@@ -135,14 +134,9 @@ impl MemoryStore {
         let mut corrupt = false;
         let look = lease.is_none_or(|l| l.mode == super::LeaseMode::OnMiss);
         if look && let Some(v) = s.get(&k.entry, now) {
-            match header_tokens(v) {
+            match crate::envelope::header_tokens(v) {
                 Some(recorded) => {
-                    let fresh = if tag_keys.is_empty() {
-                        recorded.is_empty()
-                    } else {
-                        cur.iter().all(Option::is_some) && joined(&cur) == recorded
-                    };
-                    if fresh {
+                    if crate::envelope::tags_current(recorded, &cur) {
                         return Ok(Lookup::Hit(v.clone()));
                     }
                 }
@@ -160,7 +154,7 @@ impl MemoryStore {
             return Ok(Lookup::Held { pttl_ms, corrupt });
         }
         s.set(&k.lease, l.token.as_bytes().to_vec(), l.lease_ms, now);
-        let tokens = s.ensure_tokens(tag_keys, cur, l.fresh, l.tag_ttl_ms, now);
+        let tokens = s.ensure_tokens(tag_keys, cur, l.token, l.tag_ttl_ms, now);
         Ok(Lookup::Leased { tokens, corrupt })
     }
 
@@ -250,24 +244,3 @@ impl MemoryStore {
     }
 }
 
-/// The tag-token section of a stored envelope, if its header is valid.
-fn header_tokens(v: &[u8]) -> Option<&[u8]> {
-    if v.len() <= TOKENS_AT || &v[..2] != MAGIC || v[2] != FORMAT {
-        return None;
-    }
-    let semi = v[TOKENS_AT..].iter().position(|&b| b == b';')?;
-    Some(&v[TOKENS_AT..TOKENS_AT + semi])
-}
-
-fn joined(cur: &[Option<Vec<u8>>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, t) in cur.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        if let Some(t) = t {
-            out.extend_from_slice(t);
-        }
-    }
-    out
-}

@@ -24,6 +24,16 @@ pub(crate) struct EntryKeys {
     pub(crate) lease: String,
 }
 
+impl EntryKeys {
+    /// An entry's keys: the entry, and its lease beside it (same hash tag).
+    pub(crate) fn of(entry: String) -> EntryKeys {
+        let mut lease = String::with_capacity(entry.len() + 2);
+        lease.push_str(&entry);
+        lease.push_str(":L");
+        EntryKeys { entry, lease }
+    }
+}
+
 /// When a lookup takes the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LeaseMode {
@@ -37,11 +47,11 @@ pub(crate) enum LeaseMode {
 #[derive(Debug)]
 pub(crate) struct LeaseArgs<'a> {
     pub(crate) mode: LeaseMode,
+    /// The lease token; also, being unique per call, the prefix of versions
+    /// given to tags that have none yet.
     pub(crate) token: &'a str,
     pub(crate) lease_ms: u64,
     pub(crate) tag_ttl_ms: u64,
-    /// Random prefix for tokens of tags that have none yet.
-    pub(crate) fresh: &'a str,
 }
 
 /// Result of a lookup.
@@ -56,6 +66,22 @@ pub(crate) enum Lookup {
     Held { pttl_ms: i64, corrupt: bool },
     /// No usable entry (no lease was asked for).
     Miss { corrupt: bool },
+}
+
+/// What a plain read found: the stored bytes and the tags' current tokens.
+#[derive(Debug)]
+pub(crate) struct Peek {
+    pub(crate) entry: Option<Vec<u8>>,
+    pub(crate) tags: Vec<Option<Vec<u8>>>,
+}
+
+impl Peek {
+    /// The bytes, if they are an envelope whose tags are all current.
+    pub(crate) fn hit(self) -> Option<Vec<u8>> {
+        let entry = self.entry?;
+        let recorded = crate::envelope::header_tokens(&entry)?;
+        crate::envelope::tags_current(recorded, &self.tags).then_some(entry)
+    }
 }
 
 macro_rules! dispatch {
@@ -92,6 +118,15 @@ impl Store {
 
     pub(crate) async fn lookup(&self, k: &EntryKeys, tag_keys: &[String], lease: Option<&LeaseArgs<'_>>) -> Result<Lookup> {
         dispatch!(self, s => s.lookup(k, tag_keys, lease).await, s.lookup(k, tag_keys, lease), Ok(Lookup::Miss { corrupt: false }))
+    }
+
+    /// A plain read before the lease script, where that is cheaper (Redis);
+    /// `None` where a lookup is as cheap (the in-process store).
+    pub(crate) async fn peek(&self, entry: &str, tag_keys: &[String]) -> Option<Result<Peek>> {
+        match self {
+            Store::Redis(s) => Some(s.peek(entry, tag_keys).await),
+            _ => None,
+        }
     }
 
     pub(crate) async fn fill(&self, k: &EntryKeys, token: &str, bytes: &[u8], px: u64) -> Result<bool> {

@@ -3,8 +3,9 @@
 -- ARGV[1] "0": only look; "1": look, and take the lease on a miss;
 --         "2": take the lease whatever is stored (refresh of a stale or
 --         early-refreshed entry)
--- ARGV[2] lease token, ARGV[3] lease ttl (ms), ARGV[4] tag key ttl (ms)
--- ARGV[5] fresh random prefix for tags that have no token yet
+-- ARGV[2] lease token (random, unique per call: also the prefix of the
+--         version given to a tag that has none yet), ARGV[3] lease ttl (ms),
+-- ARGV[4] tag key ttl (ms)
 -- Returns: the stored bytes on a hit;
 --   {1, tokens, corrupt}  lease granted (tokens: the tags' current tokens, comma-separated)
 --   {2, lease_pttl, corrupt}  someone else holds the lease (it is marked as
@@ -54,7 +55,7 @@ end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
   for i = 1, ntags do
     if not cur[i] then
-      cur[i] = ARGV[5] .. i
+      cur[i] = ARGV[2] .. i
       redis.call('SET', KEYS[2 + i], cur[i], 'PX', ARGV[4])
     end
   end
