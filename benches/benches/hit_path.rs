@@ -38,7 +38,11 @@ async fn cached_user(id: u64) -> Result<User, std::convert::Infallible> {
 }
 
 async fn raw_user(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> User {
-    let bytes: Vec<u8> = redis::cmd("GET").arg(key).query_async(conn).await.expect("GET");
+    let bytes: Vec<u8> = redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("GET");
     postcard::from_bytes(&bytes).expect("decode")
 }
 
@@ -59,7 +63,10 @@ const TASKS: usize = 64;
 const OPS_PER_TASK: usize = 200;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run());
 }
 
@@ -76,7 +83,12 @@ async fn run() {
     let mut conn = server.conn().await;
     let raw_key = "raw:user:1";
     let bytes = postcard::to_allocvec(&user(1)).expect("encode");
-    let _: () = redis::cmd("SET").arg(raw_key).arg(bytes).query_async(&mut conn).await.expect("SET");
+    let _: () = redis::cmd("SET")
+        .arg(raw_key)
+        .arg(bytes)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
     // Warm both paths (fills the cached entry, loads the scripts).
     for _ in 0..200 {
         cached_user(1).await.expect("hit");
@@ -97,7 +109,7 @@ async fn run() {
     // 1 task: latency per call.
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let mut measure_ours = async || {
+        let measure_ours = async || {
             let t = Instant::now();
             for _ in 0..OPS {
                 std::hint::black_box(cached_user(1).await.expect("hit"));
@@ -126,13 +138,23 @@ async fn run() {
         }
     }
     let (tp_ours, tp_raw) = (median(ours), median(raw));
-    assert_eq!(cache.stats().loads, loads_before, "every measured call was a hit");
+    assert_eq!(
+        cache.stats().loads,
+        loads_before,
+        "every measured call was a hit"
+    );
 
-    println!("hit path, {ROUNDS} alternating rounds, medians (redis-server {} on loopback)", server_version(&mut conn).await);
+    println!(
+        "hit path, {ROUNDS} alternating rounds, medians (redis-server {} on loopback)",
+        server_version(&mut conn).await
+    );
     println!();
     println!("| measure | #[cached] | redis-rs GET + decode | ratio |");
     println!("|---|---|---|---|");
-    println!("| latency, 1 task ({OPS} calls/round) | {lat_ours:.1} µs | {lat_raw:.1} µs | {:.3}× |", lat_ours / lat_raw);
+    println!(
+        "| latency, 1 task ({OPS} calls/round) | {lat_ours:.1} µs | {lat_raw:.1} µs | {:.3}× |",
+        lat_ours / lat_raw
+    );
     println!(
         "| throughput, {TASKS} tasks ({OPS_PER_TASK} calls each/round) | {:.0} /s | {:.0} /s | {:.3}× |",
         tp_ours,
@@ -185,7 +207,11 @@ async fn throughput_raw(conn: &redis::aio::MultiplexedConnection, key: &'static 
 }
 
 async fn server_version(conn: &mut redis::aio::MultiplexedConnection) -> String {
-    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.unwrap_or_default();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
     info.lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
         .unwrap_or("?")

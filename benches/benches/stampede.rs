@@ -32,24 +32,46 @@ enum Side {
     Polling,
 }
 
-async fn caller(side: Side, cache: &Cache, conn: &mut MultiplexedConnection, key: &str, loads: &AtomicUsize) -> u64 {
+async fn caller(
+    side: Side,
+    cache: &Cache,
+    conn: &mut MultiplexedConnection,
+    key: &str,
+    loads: &AtomicUsize,
+) -> u64 {
     match side {
         Side::Ours => {
             let opts = Options::new().ttl(Duration::from_secs(60));
-            let v: Result<u64, Infallible> = cache.get_or_load(key, &opts, || async { Ok(load(loads).await) }).await;
+            let v: Result<u64, Infallible> = cache
+                .get_or_load(key, &opts, || async { Ok(load(loads).await) })
+                .await;
             v.unwrap_or_default()
         }
         Side::Naive => {
-            let hit: Option<u64> = redis::cmd("GET").arg(key).query_async(conn).await.expect("GET");
+            let hit: Option<u64> = redis::cmd("GET")
+                .arg(key)
+                .query_async(conn)
+                .await
+                .expect("GET");
             if let Some(v) = hit {
                 return v;
             }
             let v = load(loads).await;
-            let _: () = redis::cmd("SETEX").arg(key).arg(60).arg(v).query_async(conn).await.expect("SETEX");
+            let _: () = redis::cmd("SETEX")
+                .arg(key)
+                .arg(60)
+                .arg(v)
+                .query_async(conn)
+                .await
+                .expect("SETEX");
             v
         }
         Side::Polling => {
-            let hit: Option<u64> = redis::cmd("GET").arg(key).query_async(conn).await.expect("GET");
+            let hit: Option<u64> = redis::cmd("GET")
+                .arg(key)
+                .query_async(conn)
+                .await
+                .expect("GET");
             if let Some(v) = hit {
                 return v;
             }
@@ -65,13 +87,27 @@ async fn caller(side: Side, cache: &Cache, conn: &mut MultiplexedConnection, key
                 .expect("SET NX");
             if got.is_some() {
                 let v = load(loads).await;
-                let _: () = redis::cmd("SETEX").arg(key).arg(60).arg(v).query_async(conn).await.expect("SETEX");
-                let _: () = redis::cmd("DEL").arg(&lock).query_async(conn).await.expect("DEL");
+                let _: () = redis::cmd("SETEX")
+                    .arg(key)
+                    .arg(60)
+                    .arg(v)
+                    .query_async(conn)
+                    .await
+                    .expect("SETEX");
+                let _: () = redis::cmd("DEL")
+                    .arg(&lock)
+                    .query_async(conn)
+                    .await
+                    .expect("DEL");
                 return v;
             }
             for _ in 0..100 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let hit: Option<u64> = redis::cmd("GET").arg(key).query_async(conn).await.expect("GET");
+                let hit: Option<u64> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(conn)
+                    .await
+                    .expect("GET");
                 if let Some(v) = hit {
                     return v;
                 }
@@ -82,12 +118,23 @@ async fn caller(side: Side, cache: &Cache, conn: &mut MultiplexedConnection, key
 }
 
 /// One round: (loader calls, p50, p99 of the callers' latency).
-async fn round(side: Side, cache: &Cache, conn: &MultiplexedConnection, key: String) -> (usize, Duration, Duration) {
+async fn round(
+    side: Side,
+    cache: &Cache,
+    conn: &MultiplexedConnection,
+    key: String,
+) -> (usize, Duration, Duration) {
     let loads = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(CALLERS));
     let tasks: Vec<_> = (0..CALLERS)
         .map(|_| {
-            let (cache, mut conn, key, loads, barrier) = (cache.clone(), conn.clone(), key.clone(), loads.clone(), barrier.clone());
+            let (cache, mut conn, key, loads, barrier) = (
+                cache.clone(),
+                conn.clone(),
+                key.clone(),
+                loads.clone(),
+                barrier.clone(),
+            );
             tokio::spawn(async move {
                 barrier.wait().await;
                 let t = Instant::now();
@@ -101,7 +148,11 @@ async fn round(side: Side, cache: &Cache, conn: &MultiplexedConnection, key: Str
         lat.push(t.await.expect("caller"));
     }
     lat.sort();
-    (loads.load(SeqCst), lat[lat.len() / 2], lat[lat.len() * 99 / 100])
+    (
+        loads.load(SeqCst),
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+    )
 }
 
 fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
@@ -110,7 +161,10 @@ fn median<T: Ord + Copy>(mut v: Vec<T>) -> T {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let server = cache_tests::RedisServer::start();
         let cache = Cache::builder().url(server.url()).prefix("stampede").build().await.expect("cache");

@@ -64,7 +64,10 @@ async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
         .build()
         .await?;
     match cli.command {
-        Command::Entry { key, version } => match cache.inspect(&key, &Options::new().version(version)).await? {
+        Command::Entry { key, version } => match cache
+            .inspect(&key, &Options::new().version(version))
+            .await?
+        {
             None => println!("{key}: no entry"),
             Some(e) => {
                 println!("stored key   {}", e.stored_key);
@@ -74,7 +77,11 @@ async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
                     return Ok(());
                 }
                 println!("format       {}", e.format);
-                println!("codec        {}{}", e.codec, if e.encrypted { " (encrypted)" } else { "" });
+                println!(
+                    "codec        {}{}",
+                    e.codec,
+                    if e.encrypted { " (encrypted)" } else { "" }
+                );
                 if e.none {
                     println!("value        a cached none");
                 }
@@ -85,10 +92,20 @@ async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
                 println!("fresh until  {}", ago_or_in(e.fresh_until));
                 println!("computed in  {:?}", e.compute_time);
                 for (name, recorded, current) in &e.tags {
-                    let state = if current.as_deref() == Some(recorded.as_str()) { "current" } else { "INVALIDATED" };
-                    println!("tag          {name}: recorded {recorded}, now {} ({state})", current.as_deref().unwrap_or("-"));
+                    let state = if current.as_deref() == Some(recorded.as_str()) {
+                        "current"
+                    } else {
+                        "INVALIDATED"
+                    };
+                    println!(
+                        "tag          {name}: recorded {recorded}, now {} ({state})",
+                        current.as_deref().unwrap_or("-")
+                    );
                 }
-                println!("readable     {}", if e.tags_current { "yes" } else { "no: a miss" });
+                println!(
+                    "readable     {}",
+                    if e.tags_current { "yes" } else { "no: a miss" }
+                );
             }
         },
         Command::Tags { tags } => {
@@ -97,13 +114,19 @@ async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
                 println!("{tag}: {}", v.as_deref().unwrap_or("(no version yet)"));
             }
         }
-        Command::InvalidateKey { keys } => println!("deleted {} stored keys", cache.invalidate_keys(&keys).await?),
+        Command::InvalidateKey { keys } => println!(
+            "deleted {} stored keys",
+            cache.invalidate_keys(&keys).await?
+        ),
         Command::InvalidateTag { tags } => {
             cache.invalidate_tags(&tags).await?;
             println!("invalidated {} tags", tags.len());
         }
         Command::InvalidatePattern { pattern } => {
-            println!("deleted {} stored keys", cache.invalidate_pattern(&pattern).await?)
+            println!(
+                "deleted {} stored keys",
+                cache.invalidate_pattern(&pattern).await?
+            )
         }
         Command::Queue { function } => {
             let (queued, dead) = cache.write_behind_depth(&function).await?;
@@ -115,7 +138,10 @@ async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cache-inspect: {e}");

@@ -11,7 +11,11 @@ fn inspect(url: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run cache-inspect");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -19,8 +23,15 @@ fn inspect(url: &str, args: &[&str]) -> String {
 async fn shows_and_invalidates() {
     let server = cache_tests::RedisServer::start();
     let url = server.url();
-    let cache = Cache::builder().url(&url).prefix("tool").build().await.unwrap();
-    let opts = Options::new().ttl(Duration::from_secs(600)).tags(["users", "user:1"]);
+    let cache = Cache::builder()
+        .url(&url)
+        .prefix("tool")
+        .build()
+        .await
+        .unwrap();
+    let opts = Options::new()
+        .ttl(Duration::from_secs(600))
+        .tags(["users", "user:1"]);
     cache.set("user:1", &"Ada", &opts).await.unwrap();
 
     let entry = inspect(&url, &["entry", "user:1"]);
@@ -31,7 +42,10 @@ async fn shows_and_invalidates() {
     assert!(inspect(&url, &["tags", "users"]).starts_with("users: "));
     inspect(&url, &["invalidate-tag", "users"]);
     let entry = inspect(&url, &["entry", "user:1"]);
-    assert!(entry.contains("INVALIDATED") && entry.contains("readable     no"), "{entry}");
+    assert!(
+        entry.contains("INVALIDATED") && entry.contains("readable     no"),
+        "{entry}"
+    );
     assert_eq!(cache.get::<String>("user:1").await.unwrap(), None);
 
     cache.set("search:a", &1u8, &opts).await.unwrap();
@@ -45,6 +59,10 @@ async fn shows_and_invalidates() {
         .args(["--url", &secret_url, "--prefix", "tool", "entry", "nope"])
         .output()
         .unwrap();
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!all.contains("hunter2"), "credentials never printed: {all}");
 }

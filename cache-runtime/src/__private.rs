@@ -9,10 +9,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 
+pub use crate::behind::{FLUSH_HANDLERS, FlushFn, FlushHandler, FlushResult, decode_args};
 pub use crate::codec::CodecKind;
 pub use crate::key::KeyWriter;
 pub use crate::{Cache, Options};
-pub use crate::behind::{FLUSH_HANDLERS, FlushFn, FlushHandler, FlushResult, decode_args};
 pub use core;
 pub use linkme;
 pub use serde;
@@ -125,7 +125,13 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Cacheab
 
 impl<T: Cacheable, E> ResultOptionKind<T, E> {
     /// Runs a cached call.
-    pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<Option<T>, E>
+    pub async fn run<F>(
+        self,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> Result<Option<T>, E>
     where
         F: Future<Output = Result<Option<T>, E>>,
     {
@@ -214,7 +220,13 @@ impl<T> SucceededAny<T> for Wrap<T> {}
 
 impl<T: Cacheable, E> ResultOptionKind<T, E> {
     /// Write-through of a returned `Ok(option)`.
-    pub async fn store(&self, cache: &Cache, key: &str, opts: &Options, out: &Result<Option<T>, E>) {
+    pub async fn store(
+        &self,
+        cache: &Cache,
+        key: &str,
+        opts: &Options,
+        out: &Result<Option<T>, E>,
+    ) {
         if let Ok(v) = out {
             cache.write_through(key, v, opts).await;
         }
@@ -265,6 +277,9 @@ impl<E> Acknowledge for Result<(), E> {
 }
 
 /// What a flushed body's return value says: `()` and `Ok(())` succeeded.
+#[diagnostic::on_unimplemented(
+    message = "a `strategy = \"behind\"` function returns `()` or `Result<(), E>` with `E: Debug`, not `{Self}`"
+)]
 pub trait IntoFlushResult {
     /// The outcome, with the error's text.
     fn into_flush_result(self) -> FlushResult;

@@ -116,7 +116,8 @@ impl Cache {
         let crate::store::Store::Redis(store) = &self.inner.store else {
             return Err(Error::Unavailable);
         };
-        let encoded = postcard::to_allocvec(args).map_err(|e| Error::Config(format!("write-behind arguments: {e}")))?;
+        let encoded = postcard::to_allocvec(args)
+            .map_err(|e| Error::Config(format!("write-behind arguments: {e}")))?;
         let entry = self.encode_for_set(key, value, options)?;
         let (head, tail) = crate::envelope::split_for_tokens(&entry.bytes);
         store
@@ -143,7 +144,10 @@ impl Cache {
             Err(p) => p.into_inner().drain(..).collect(),
         };
         for t in tasks {
-            if tokio::time::timeout(Duration::from_secs(30), t).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .is_err()
+            {
                 tracing::error!("cache: a write-behind flusher did not drain within 30 s");
             }
         }
@@ -194,7 +198,11 @@ fn entries(ids: Vec<StreamId>) -> Vec<Entry> {
         .filter_map(|e| {
             let key = String::from_utf8(field(&e, "k")?).ok()?;
             let args = field(&e, "a")?;
-            Some(Entry { id: e.id, key, args })
+            Some(Entry {
+                id: e.id,
+                key,
+                args,
+            })
         })
         .collect()
 }
@@ -263,7 +271,10 @@ impl Flusher {
             let batch = self.next_batch(&mut conn, draining).await?;
             if batch.is_empty() {
                 if draining {
-                    let _: () = redis::cmd("DEL").arg(&owner_key).query_async(&mut conn).await?;
+                    let _: () = redis::cmd("DEL")
+                        .arg(&owner_key)
+                        .query_async(&mut conn)
+                        .await?;
                     return Ok(());
                 }
                 continue;
@@ -276,7 +287,11 @@ impl Flusher {
     }
 
     /// Takes or renews the flusher lease of this stream.
-    async fn own(&self, conn: &mut MultiplexedConnection, owner_key: &str) -> redis::RedisResult<bool> {
+    async fn own(
+        &self,
+        conn: &mut MultiplexedConnection,
+        owner_key: &str,
+    ) -> redis::RedisResult<bool> {
         let n: i64 = redis::Script::new(
             "local v = redis.call('GET', KEYS[1]) \
              if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
@@ -292,7 +307,11 @@ impl Flusher {
     }
 
     /// Pending entries first (ours, then those of flushers that died), then new ones.
-    async fn next_batch(&self, conn: &mut MultiplexedConnection, draining: bool) -> redis::RedisResult<Vec<Entry>> {
+    async fn next_batch(
+        &self,
+        conn: &mut MultiplexedConnection,
+        draining: bool,
+    ) -> redis::RedisResult<Vec<Entry>> {
         let count = self.handler.batch.max(1);
         let mine: StreamReadReply = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -323,20 +342,36 @@ impl Flusher {
             return Ok(entries(claimed.claimed));
         }
         let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP").arg(GROUP).arg(&self.consumer).arg("COUNT").arg(count);
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count);
         if !draining {
             // Shorter than the owner lease, so the lease is renewed in time.
-            let block = self.handler.flush_interval_ms.clamp(1, OWNER_TTL.as_millis() as u64 / 2);
+            let block = self
+                .handler
+                .flush_interval_ms
+                .clamp(1, OWNER_TTL.as_millis() as u64 / 2);
             cmd.arg("BLOCK").arg(block);
         }
-        let fresh: Option<StreamReadReply> = cmd.arg("STREAMS").arg(&self.stream).arg(">").query_async(conn).await?;
+        let fresh: Option<StreamReadReply> = cmd
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(">")
+            .query_async(conn)
+            .await?;
         Ok(fresh
             .map(|r| entries(r.keys.into_iter().flat_map(|k| k.ids).collect()))
             .unwrap_or_default())
     }
 
     /// Runs one batch; returns how long to wait before retrying failures.
-    async fn flush(&mut self, conn: &mut MultiplexedConnection, batch: Vec<Entry>) -> redis::RedisResult<Option<Duration>> {
+    async fn flush(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        batch: Vec<Entry>,
+    ) -> redis::RedisResult<Option<Duration>> {
         // Coalesce: per key, the last entry runs; earlier ones ride along.
         let mut order: Vec<String> = Vec::new();
         let mut by_key: HashMap<String, (Entry, Vec<String>)> = HashMap::new();
@@ -351,7 +386,8 @@ impl Flusher {
                 }
             }
         }
-        let mut jobs: Vec<(Entry, Vec<String>)> = order.iter().filter_map(|k| by_key.remove(k)).collect();
+        let mut jobs: Vec<(Entry, Vec<String>)> =
+            order.iter().filter_map(|k| by_key.remove(k)).collect();
         let results = (self.handler.run)(jobs.iter().map(|(e, _)| e.args.clone()).collect()).await;
         let stats = &self.stats;
         let mut done: Vec<String> = Vec::new();
@@ -392,8 +428,17 @@ impl Flusher {
             }
         }
         if !done.is_empty() {
-            let _: i64 = redis::cmd("XACK").arg(&self.stream).arg(GROUP).arg(&done).query_async(conn).await?;
-            let _: i64 = redis::cmd("XDEL").arg(&self.stream).arg(&done).query_async(conn).await?;
+            let _: i64 = redis::cmd("XACK")
+                .arg(&self.stream)
+                .arg(GROUP)
+                .arg(&done)
+                .query_async(conn)
+                .await?;
+            let _: i64 = redis::cmd("XDEL")
+                .arg(&self.stream)
+                .arg(&done)
+                .query_async(conn)
+                .await?;
         }
         Ok((worst > 0).then(|| Duration::from_millis(10u64 << worst.min(9))))
     }

@@ -76,7 +76,8 @@ impl std::fmt::Debug for Cache {
 }
 
 static GLOBAL: OnceLock<Cache> = OnceLock::new();
-static PASS_THROUGH: LazyLock<Cache> = LazyLock::new(|| Cache::from_parts(Store::PassThrough, Arc::default(), CacheBuilder::new()));
+static PASS_THROUGH: LazyLock<Cache> =
+    LazyLock::new(|| Cache::from_parts(Store::PassThrough, Arc::default(), CacheBuilder::new()));
 
 impl Cache {
     /// Starts configuring a cache.
@@ -94,7 +95,11 @@ impl Cache {
             fresh = true;
             self
         });
-        if fresh { Ok(installed) } else { Err(Error::AlreadyInstalled) }
+        if fresh {
+            Ok(installed)
+        } else {
+            Err(Error::AlreadyInstalled)
+        }
     }
 
     /// The installed cache. Before [`install`](Cache::install) this is a
@@ -309,7 +314,8 @@ impl CacheBuilder {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        self.backend = Backend::Cluster(nodes.into_iter().map(|s| s.as_ref().to_string()).collect());
+        self.backend =
+            Backend::Cluster(nodes.into_iter().map(|s| s.as_ref().to_string()).collect());
         self
     }
 
@@ -373,7 +379,11 @@ impl CacheBuilder {
         if self.prefix.is_empty() || self.prefix.len() > 128 {
             return Err(Error::config("prefix must be 1 to 128 bytes long"));
         }
-        if let Some(c) = self.prefix.chars().find(|c| matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\') || c.is_whitespace() || c.is_control()) {
+        if let Some(c) = self.prefix.chars().find(|c| {
+            matches!(c, '{' | '}' | '*' | '?' | '[' | ']' | '\\')
+                || c.is_whitespace()
+                || c.is_control()
+        }) {
             return Err(Error::config(format_args!("prefix may not contain {c:?}")));
         }
         if self.default_ttl.is_zero() {
@@ -383,7 +393,9 @@ impl CacheBuilder {
             return Err(Error::config("jitter must be within 0.0 ..= 1.0"));
         }
         if self.op_timeout.is_zero() || self.lease_ttl.is_zero() || self.tag_ttl.is_zero() {
-            return Err(Error::config("op_timeout, lease_ttl and tag_ttl must be positive"));
+            return Err(Error::config(
+                "op_timeout, lease_ttl and tag_ttl must be positive",
+            ));
         }
         Ok(())
     }
@@ -394,7 +406,9 @@ impl CacheBuilder {
         let flights = Arc::new(Flights::default());
         let store = match &self.backend {
             Backend::Unset => {
-                return Err(Error::config("choose a store: .url(..), .cluster(..) or .memory()"));
+                return Err(Error::config(
+                    "choose a store: .url(..), .cluster(..) or .memory()",
+                ));
             }
             Backend::Memory => Store::Memory(crate::store::memory::MemoryStore::new()),
             Backend::Url(url) => Store::Redis(
@@ -408,7 +422,9 @@ impl CacheBuilder {
                 .await?,
             ),
             Backend::Cluster(_) => {
-                return Err(Error::config("Redis Cluster support is not available in this release"));
+                return Err(Error::config(
+                    "Redis Cluster support is not available in this release",
+                ));
             }
         };
         let cache = Cache::from_parts(store, flights, self);

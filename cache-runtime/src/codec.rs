@@ -179,7 +179,11 @@ impl CodecKind {
     }
 
     /// Appends the encoding of `value` to `out`.
-    pub fn encode<T: Serialize + ?Sized>(self, value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    pub fn encode<T: Serialize + ?Sized>(
+        self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
         match self {
             CodecKind::Postcard => Postcard::encode(value, out),
             CodecKind::Json => Json::encode(value, out),
@@ -236,7 +240,10 @@ mod tests {
             let mut buf = Vec::new();
             k.encode(&rec, &mut buf).unwrap();
             assert_eq!(k.decode::<Rec>(&buf).unwrap(), rec, "{k:?}");
-            assert!(k.decode::<Rec>(&buf[..buf.len() - 1]).is_err(), "{k:?} truncated");
+            assert!(
+                k.decode::<Rec>(&buf[..buf.len() - 1]).is_err(),
+                "{k:?} truncated"
+            );
             let mut longer = buf.clone();
             longer.push(0);
             assert!(k.decode::<Rec>(&longer).is_err(), "{k:?} trailing");

@@ -100,11 +100,19 @@ mod tests {
         let sealed = old.seal(b"p:{user:1}", b"secret").unwrap();
         assert_ne!(&sealed[25..], b"secret");
         assert_eq!(old.open(b"p:{user:1}", &sealed).unwrap(), b"secret");
-        assert_eq!(old.open(b"p:{user:2}", &sealed), Err(CryptoError::Forged), "bound to its key");
+        assert_eq!(
+            old.open(b"p:{user:2}", &sealed),
+            Err(CryptoError::Forged),
+            "bound to its key"
+        );
 
         let mut rotated = old.clone();
         rotated.add(2, &[9; 32]);
-        assert_eq!(rotated.open(b"p:{user:1}", &sealed).unwrap(), b"secret", "old key id still reads");
+        assert_eq!(
+            rotated.open(b"p:{user:1}", &sealed).unwrap(),
+            b"secret",
+            "old key id still reads"
+        );
         let new = rotated.seal(b"k", b"v").unwrap();
         assert_eq!(new[0], 2, "new values use the newest key");
         assert_eq!(old.open(b"k", &new), Err(CryptoError::UnknownKey(2)));
@@ -112,7 +120,13 @@ mod tests {
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert_eq!(old.open(b"p:{user:1}", &tampered), Err(CryptoError::Forged));
-        assert_eq!(old.open(b"p:{user:1}", &sealed[..10]), Err(CryptoError::Truncated));
-        assert!(format!("{old:?}").contains("key_ids"), "no key material in Debug");
+        assert_eq!(
+            old.open(b"p:{user:1}", &sealed[..10]),
+            Err(CryptoError::Truncated)
+        );
+        assert!(
+            format!("{old:?}").contains("key_ids"),
+            "no key material in Debug"
+        );
     }
 }

@@ -91,7 +91,11 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     max_size: usize,
     sealing: Option<Sealing<'_>>,
 ) -> Result<Vec<u8>, crate::Error> {
-    let flags = if sealing.is_some() { meta.flags | FLAG_SEALED } else { meta.flags };
+    let flags = if sealing.is_some() {
+        meta.flags | FLAG_SEALED
+    } else {
+        meta.flags
+    };
     let names_len: usize = tag_names.iter().map(|n| 2 + n.len()).sum();
     let mut out = Vec::with_capacity(TOKENS_AT + tokens.len() + 1 + 14 + names_len + 64);
     out.extend_from_slice(MAGIC);
@@ -104,10 +108,12 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     out.extend_from_slice(&meta.compute_us.to_le_bytes());
     let len_at = out.len();
     out.extend_from_slice(&[0; 4]);
-    let count = u16::try_from(tag_names.len()).map_err(|_| crate::Error::InvalidKey("more than 65535 tags".into()))?;
+    let count = u16::try_from(tag_names.len())
+        .map_err(|_| crate::Error::InvalidKey("more than 65535 tags".into()))?;
     out.extend_from_slice(&count.to_le_bytes());
     for name in tag_names {
-        let len = u16::try_from(name.len()).map_err(|_| crate::Error::InvalidKey("tag longer than 65535 bytes".into()))?;
+        let len = u16::try_from(name.len())
+            .map_err(|_| crate::Error::InvalidKey("tag longer than 65535 bytes".into()))?;
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(name.as_bytes());
     }
@@ -130,10 +136,11 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
             max: max_size,
         });
     }
-    let payload_len = u32::try_from(out.len() - payload_at).map_err(|_| crate::Error::TooLarge {
-        size: out.len(),
-        max: u32::MAX as usize,
-    })?;
+    let payload_len =
+        u32::try_from(out.len() - payload_at).map_err(|_| crate::Error::TooLarge {
+            size: out.len(),
+            max: u32::MAX as usize,
+        })?;
     out[len_at..len_at + 4].copy_from_slice(&payload_len.to_le_bytes());
     Ok(out)
 }
@@ -142,7 +149,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 /// part after the token section, so the store can splice the current tokens in.
 pub(crate) fn split_for_tokens(bytes: &[u8]) -> (&[u8], &[u8]) {
     debug_assert_eq!(bytes.get(TOKENS_AT), Some(&b';'));
-    (&bytes[..TOKENS_AT], bytes.get(TOKENS_AT + 1..).unwrap_or_default())
+    (
+        &bytes[..TOKENS_AT],
+        bytes.get(TOKENS_AT + 1..).unwrap_or_default(),
+    )
 }
 
 /// The tag-token section of stored bytes, if their header is valid.
@@ -182,7 +192,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], EnvelopeError> {
         let end = self.at.checked_add(n).ok_or(EnvelopeError::Truncated)?;
-        let s = self.bytes.get(self.at..end).ok_or(EnvelopeError::Truncated)?;
+        let s = self
+            .bytes
+            .get(self.at..end)
+            .ok_or(EnvelopeError::Truncated)?;
         self.at = end;
         Ok(s)
     }
@@ -267,7 +280,10 @@ pub(crate) struct Reading<'a> {
 }
 
 /// Parses and decodes a stored value.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], r: Reading<'_>) -> Result<(T, Meta), EnvelopeError> {
+pub(crate) fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    r: Reading<'_>,
+) -> Result<(T, Meta), EnvelopeError> {
     let p = parse(bytes, r.max_size)?;
     if p.codec != r.codec.id() {
         return Err(EnvelopeError::Codec {
@@ -312,7 +328,11 @@ mod tests {
 
     #[test]
     fn tag_tokens_compare_in_order() {
-        let cur = |v: &[&str]| v.iter().map(|t| Some(t.as_bytes().to_vec())).collect::<Vec<_>>();
+        let cur = |v: &[&str]| {
+            v.iter()
+                .map(|t| Some(t.as_bytes().to_vec()))
+                .collect::<Vec<_>>()
+        };
         assert!(tags_current(b"", &[]));
         assert!(tags_current(b"a1,b2", &cur(&["a1", "b2"])));
         assert!(!tags_current(b"a1,b2", &cur(&["b2", "a1"])));
@@ -326,7 +346,16 @@ mod tests {
     #[test]
     fn round_trip_with_tags() {
         let tags = vec!["users".to_string(), "user:1".to_string()];
-        let b = encode(CodecKind::Postcard, &("x", 5u32), meta(), "ab,cd", &tags, MAX, None).unwrap();
+        let b = encode(
+            CodecKind::Postcard,
+            &("x", 5u32),
+            meta(),
+            "ab,cd",
+            &tags,
+            MAX,
+            None,
+        )
+        .unwrap();
         let p = parse(&b, MAX).unwrap();
         assert_eq!(p.tokens, b"ab,cd");
         assert_eq!(p.tag_names, ["users", "user:1"]);
@@ -338,22 +367,46 @@ mod tests {
     #[test]
     fn foreign_codec_format_and_truncation_are_errors() {
         let b = encode(CodecKind::Json, &42u64, meta(), "", &[], MAX, None).unwrap();
-        assert!(matches!(decode::<u64>(&b, plain(CodecKind::Postcard, MAX)), Err(EnvelopeError::Codec { .. })));
+        assert!(matches!(
+            decode::<u64>(&b, plain(CodecKind::Postcard, MAX)),
+            Err(EnvelopeError::Codec { .. })
+        ));
         let mut other = b.clone();
         other[2] = 9;
-        assert!(matches!(decode::<u64>(&other, plain(CodecKind::Json, MAX)), Err(EnvelopeError::Format(9))));
+        assert!(matches!(
+            decode::<u64>(&other, plain(CodecKind::Json, MAX)),
+            Err(EnvelopeError::Format(9))
+        ));
         for cut in 0..b.len() {
-            assert!(decode::<u64>(&b[..cut], plain(CodecKind::Json, MAX)).is_err(), "cut at {cut}");
+            assert!(
+                decode::<u64>(&b[..cut], plain(CodecKind::Json, MAX)).is_err(),
+                "cut at {cut}"
+            );
         }
-        assert!(matches!(decode::<u64>(&b, plain(CodecKind::Json, 4)), Err(EnvelopeError::TooLarge(_))));
+        assert!(matches!(
+            decode::<u64>(&b, plain(CodecKind::Json, 4)),
+            Err(EnvelopeError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn sealed_payloads_need_their_key_and_their_place() {
         let mut ring = crate::crypto::Keyring::default();
         ring.add(1, &[3; 32]);
-        let at = Sealing { ring: &ring, aad: b"p:{a}" };
-        let b = encode(CodecKind::Postcard, &"secret", meta(), "", &[], MAX, Some(at)).unwrap();
+        let at = Sealing {
+            ring: &ring,
+            aad: b"p:{a}",
+        };
+        let b = encode(
+            CodecKind::Postcard,
+            &"secret",
+            meta(),
+            "",
+            &[],
+            MAX,
+            Some(at),
+        )
+        .unwrap();
         assert!(!b.windows(6).any(|w| w == b"secret"), "no plaintext stored");
         let read = |aad: &'static [u8], require_sealed| Reading {
             codec: CodecKind::Postcard,
@@ -361,11 +414,23 @@ mod tests {
             sealing: Some(Sealing { ring: &ring, aad }),
             require_sealed,
         };
-        assert_eq!(decode::<String>(&b, read(b"p:{a}", true)).unwrap().0, "secret");
-        assert!(matches!(decode::<String>(&b, read(b"p:{b}", true)), Err(EnvelopeError::Crypto(_))));
-        assert!(matches!(decode::<String>(&b, plain(CodecKind::Postcard, MAX)), Err(EnvelopeError::Crypto(_))));
+        assert_eq!(
+            decode::<String>(&b, read(b"p:{a}", true)).unwrap().0,
+            "secret"
+        );
+        assert!(matches!(
+            decode::<String>(&b, read(b"p:{b}", true)),
+            Err(EnvelopeError::Crypto(_))
+        ));
+        assert!(matches!(
+            decode::<String>(&b, plain(CodecKind::Postcard, MAX)),
+            Err(EnvelopeError::Crypto(_))
+        ));
         let clear = encode(CodecKind::Postcard, &"secret", meta(), "", &[], MAX, None).unwrap();
-        assert!(matches!(decode::<String>(&clear, read(b"p:{a}", true)), Err(EnvelopeError::NotSealed)));
+        assert!(matches!(
+            decode::<String>(&clear, read(b"p:{a}", true)),
+            Err(EnvelopeError::NotSealed)
+        ));
     }
 
     #[test]

@@ -130,7 +130,9 @@ impl Drop for Waiter<'_> {
         // Two references: the map's and ours. No holder, no other waiter.
         if Arc::strong_count(&self.slot) <= 2
             && self.slot.receiver_count() <= 1
-            && map.get(&self.key).is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+            && map
+                .get(&self.key)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
         {
             map.remove(&self.key);
         }
@@ -148,7 +150,10 @@ mod tests {
         let mut w = f.wait_on("k");
         let slot = f.lead("k");
         f.land("k", &slot, Landing::Stored(Arc::new(vec![1])));
-        assert_eq!(w.landed(Duration::from_secs(1)).await.as_deref(), Some(&vec![1]));
+        assert_eq!(
+            w.landed(Duration::from_secs(1)).await.as_deref(),
+            Some(&vec![1])
+        );
         drop(w);
         assert_eq!(f.len(), 0);
     }

@@ -67,7 +67,9 @@ impl Cache {
         let Some(bytes) = self.inner.store.get(&keys.entry).await? else {
             return Ok(None);
         };
-        let ttl = u64::try_from(self.inner.store.pttl(&keys.entry).await?).ok().map(Duration::from_millis);
+        let ttl = u64::try_from(self.inner.store.pttl(&keys.entry).await?)
+            .ok()
+            .map(Duration::from_millis);
         let mut info = EntryInfo {
             stored_key: keys.entry.clone(),
             size: bytes.len(),
@@ -105,7 +107,11 @@ impl Cache {
         info.tags_current = recorded.len() == p.tag_names.len();
         for (i, name) in p.tag_names.iter().enumerate() {
             let rec = recorded.get(i).cloned().unwrap_or_default();
-            let cur = current.get(i).cloned().flatten().map(|c| String::from_utf8_lossy(&c).into_owned());
+            let cur = current
+                .get(i)
+                .cloned()
+                .flatten()
+                .map(|c| String::from_utf8_lossy(&c).into_owned());
             if cur.as_deref() != Some(rec.as_str()) {
                 info.tags_current = false;
             }

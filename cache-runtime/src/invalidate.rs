@@ -11,8 +11,8 @@
 //!   Placeholder values inside the pattern were escaped when it was rendered,
 //!   so only the wildcards written in the template are wildcards.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::__private::Invalidation;
@@ -225,6 +225,9 @@ pub(crate) async fn drain_retries(cache: &Cache) {
     }
     let left = cache.inner.pending.len();
     if left > 0 {
-        tracing::error!(left, "cache: shutting down with invalidations that could not be applied");
+        tracing::error!(
+            left,
+            "cache: shutting down with invalidations that could not be applied"
+        );
     }
 }

@@ -218,7 +218,7 @@ mod tests {
         fn distinct_values_give_distinct_keys(a in adversarial(), b in adversarial(), c in adversarial(), d in adversarial()) {
             let k1 = render(&[&a, &b]);
             let k2 = render(&[&c, &d]);
-            prop_assert_eq!(k1 == k2, (a == c && b == d));
+            prop_assert_eq!(k1 == k2, a == c && b == d);
         }
 
         #[test]

@@ -8,16 +8,16 @@ mod crypto;
 mod envelope;
 mod error;
 mod flight;
-pub mod key;
-mod options;
 mod inspect;
 mod invalidate;
+pub mod key;
+mod options;
 mod read;
 mod refresh;
 mod resilience;
 mod stats;
-mod write;
 mod store;
+mod write;
 
 #[doc(hidden)]
 pub mod __private;

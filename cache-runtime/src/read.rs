@@ -54,7 +54,10 @@ impl<'a> FlightGuard<'a> {
 
     fn land(mut self, how: Landing) {
         self.landed = true;
-        self.cache.inner.flights.land(&self.keys.entry, &self.slot, how);
+        self.cache
+            .inner
+            .flights
+            .land(&self.keys.entry, &self.slot, how);
     }
 }
 
@@ -63,7 +66,10 @@ impl Drop for FlightGuard<'_> {
         if self.landed {
             return;
         }
-        self.cache.inner.flights.land(&self.keys.entry, &self.slot, Landing::Retry);
+        self.cache
+            .inner
+            .flights
+            .land(&self.keys.entry, &self.slot, Landing::Retry);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let cache = self.cache.clone();
             let keys = self.keys.clone();
@@ -171,19 +177,32 @@ impl Cache {
     /// # Ok::<(), cache_runtime::Error>(())
     /// # }).unwrap();
     /// ```
-    pub async fn get_or_load<T, E, F, Fut>(&self, key: impl AsRef<str>, options: &Options, loader: F) -> Result<T, E>
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        key: impl AsRef<str>,
+        options: &Options,
+        loader: F,
+    ) -> Result<T, E>
     where
         T: Cacheable,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.load_inner(key.as_ref().to_string(), options, |_| false, async move { loader().await })
-            .await
+        self.load_inner(key.as_ref().to_string(), options, |_| false, async move {
+            loader().await
+        })
+        .await
     }
 
     /// The read path behind [`get_or_load`](Cache::get_or_load) and the macros.
     /// `is_none` tells which values are "none" (cached only with `cache_none`).
-    pub(crate) async fn load_inner<T, E, F>(&self, key: String, opts: &Options, is_none: fn(&T) -> bool, body: F) -> Result<T, E>
+    pub(crate) async fn load_inner<T, E, F>(
+        &self,
+        key: String,
+        opts: &Options,
+        is_none: fn(&T) -> bool,
+        body: F,
+    ) -> Result<T, E>
     where
         T: Cacheable,
         F: Future<Output = Result<T, E>>,
@@ -201,7 +220,9 @@ impl Cache {
         if !span.is_disabled() {
             span.record("key", self.shown_key(&key).as_str());
         }
-        self.read_path(key, opts, is_none, body).instrument(span).await
+        self.read_path(key, opts, is_none, body)
+            .instrument(span)
+            .await
     }
 
     /// A key as it may appear in spans and logs: itself, or its hash when
@@ -214,7 +235,13 @@ impl Cache {
         }
     }
 
-    async fn read_path<T, E, F>(&self, key: String, opts: &Options, is_none: fn(&T) -> bool, body: F) -> Result<T, E>
+    async fn read_path<T, E, F>(
+        &self,
+        key: String,
+        opts: &Options,
+        is_none: fn(&T) -> bool,
+        body: F,
+    ) -> Result<T, E>
     where
         T: Cacheable,
         F: Future<Output = Result<T, E>>,
@@ -291,42 +318,57 @@ impl Cache {
                     stats.miss();
                     return timed_load(&stats, body).await;
                 }
-                Ok(Lookup::Hit(bytes)) => match envelope::decode::<T>(&bytes, self.reading(opts, &keys)) {
-                    Ok((v, meta)) => {
-                        if self.wants_refresh(opts, &meta) {
-                            // Stale, or chosen for early refresh: one caller (the one
-                            // that gets the lease) reloads; everyone else is served `v`.
-                            lease.mode = LeaseMode::Always;
-                            let stale = meta.fresh_until_ms <= (inner.now_ms)();
-                            return self
-                                .refresh(&keys, &tag_keys, &lease, codec, opts, is_none, &stats, v, stale, body)
-                                .await;
+                Ok(Lookup::Hit(bytes)) => {
+                    match envelope::decode::<T>(&bytes, self.reading(opts, &keys)) {
+                        Ok((v, meta)) => {
+                            if self.wants_refresh(opts, &meta) {
+                                // Stale, or chosen for early refresh: one caller (the one
+                                // that gets the lease) reloads; everyone else is served `v`.
+                                lease.mode = LeaseMode::Always;
+                                let stale = meta.fresh_until_ms <= (inner.now_ms)();
+                                return self
+                                    .refresh(
+                                        &keys, &tag_keys, &lease, codec, opts, is_none, &stats, v,
+                                        stale, body,
+                                    )
+                                    .await;
+                            }
+                            stats.hit();
+                            return Ok(v);
                         }
-                        stats.hit();
-                        return Ok(v);
-                    }
-                    Err(e) => {
-                        self.discard_corrupt(&keys, &stats, &e).await;
-                        if attempt >= 3 {
-                            stats.miss();
-                            return timed_load(&stats, body).await;
+                        Err(e) => {
+                            self.discard_corrupt(&keys, &stats, &e).await;
+                            if attempt >= 3 {
+                                stats.miss();
+                                return timed_load(&stats, body).await;
+                            }
                         }
                     }
-                },
+                }
                 Ok(Lookup::Leased { tokens, corrupt }) => {
                     if corrupt {
                         stats.corrupt_entry();
                     }
                     stats.miss();
                     return self
-                        .lead(&keys, token.as_str(), &tokens, codec, opts, is_none, &stats, body)
+                        .lead(
+                            &keys,
+                            token.as_str(),
+                            &tokens,
+                            codec,
+                            opts,
+                            is_none,
+                            &stats,
+                            body,
+                        )
                         .await;
                 }
                 Ok(Lookup::Held { pttl_ms, corrupt }) => {
                     if corrupt {
                         stats.corrupt_entry();
                     }
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + inner.lease_ttl * 2);
+                    let deadline =
+                        *deadline.get_or_insert_with(|| Instant::now() + inner.lease_ttl * 2);
                     if !opts.lock || Instant::now() >= deadline {
                         // Someone else is filling: load without waiting and store nothing.
                         stats.miss();
@@ -368,7 +410,11 @@ impl Cache {
 
     /// Encryption for values this call writes (`None` unless it asks for it).
     fn sealing<'a>(&'a self, opts: &Options, keys: &'a EntryKeys) -> Option<envelope::Sealing<'a>> {
-        if opts.encrypt { self.any_sealing(keys) } else { None }
+        if opts.encrypt {
+            self.any_sealing(keys)
+        } else {
+            None
+        }
     }
 
     fn any_sealing<'a>(&'a self, keys: &'a EntryKeys) -> Option<envelope::Sealing<'a>> {
@@ -393,7 +439,13 @@ impl Cache {
             return true;
         }
         match opts.early_refresh {
-            Some(beta) => crate::refresh::xfetch(now, meta.fresh_until_ms, meta.compute_us, beta, (self.inner.random)()),
+            Some(beta) => crate::refresh::xfetch(
+                now,
+                meta.fresh_until_ms,
+                meta.compute_us,
+                beta,
+                (self.inner.random)(),
+            ),
             None => false,
         }
     }
@@ -438,7 +490,19 @@ impl Cache {
             }
         };
         stats.refresh();
-        match self.lead(keys, lease.token, &tokens, codec, opts, is_none, stats, body).await {
+        match self
+            .lead(
+                keys,
+                lease.token,
+                &tokens,
+                codec,
+                opts,
+                is_none,
+                stats,
+                body,
+            )
+            .await
+        {
             Ok(v) => Ok(v),
             Err(_) if stale => {
                 // Failover: the source failed, the stale value stands in.
@@ -500,7 +564,15 @@ impl Cache {
             fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
         };
-        let landing = match envelope::encode(codec, value, meta, tokens, &opts.tags, inner.max_value_size, self.sealing(opts, keys)) {
+        let landing = match envelope::encode(
+            codec,
+            value,
+            meta,
+            tokens,
+            &opts.tags,
+            inner.max_value_size,
+            self.sealing(opts, keys),
+        ) {
             Ok(bytes) => match inner.store.fill(keys, token, &bytes, px).await {
                 Ok(true) => Landing::Stored(Arc::new(bytes)),
                 Ok(false) => {
@@ -524,10 +596,21 @@ impl Cache {
         out
     }
 
-    async fn discard_corrupt(&self, keys: &EntryKeys, stats: &Counters, e: &envelope::EnvelopeError) {
+    async fn discard_corrupt(
+        &self,
+        keys: &EntryKeys,
+        stats: &Counters,
+        e: &envelope::EnvelopeError,
+    ) {
         stats.corrupt_entry();
         tracing::warn!(error = %e, key = %self.shown_key(&keys.entry), "cache: undecodable entry deleted");
-        if self.inner.store.delete(std::slice::from_ref(&keys.entry)).await.is_err() {
+        if self
+            .inner
+            .store
+            .delete(std::slice::from_ref(&keys.entry))
+            .await
+            .is_err()
+        {
             stats.error();
         }
     }
@@ -543,7 +626,11 @@ impl Cache {
     }
 
     /// [`get`](Cache::get) with the codec and version of `options`.
-    pub async fn get_with<T: DeserializeOwned>(&self, key: impl AsRef<str>, options: &Options) -> crate::Result<Option<T>> {
+    pub async fn get_with<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+        options: &Options,
+    ) -> crate::Result<Option<T>> {
         let inner = &*self.inner;
         let stats = inner.stats.function(options.function);
         let keys = self.entry_keys(key.as_ref(), options.version);
@@ -591,7 +678,11 @@ impl Cache {
 
     /// Time left before the stored entry of `key` expires (`None` if there is
     /// none). Jitter makes this differ from the ttl that was asked for.
-    pub async fn ttl_of(&self, key: impl AsRef<str>, options: &Options) -> crate::Result<Option<Duration>> {
+    pub async fn ttl_of(
+        &self,
+        key: impl AsRef<str>,
+        options: &Options,
+    ) -> crate::Result<Option<Duration>> {
         let keys = self.entry_keys(key.as_ref(), options.version);
         let ms = self.inner.store.pttl(&keys.entry).await?;
         Ok(u64::try_from(ms).ok().map(Duration::from_millis))
@@ -600,14 +691,23 @@ impl Cache {
     /// Writes raw bytes where the entry of `key` is stored, bypassing the
     /// envelope: for tests of how undecodable entries are handled.
     #[doc(hidden)]
-    pub async fn debug_put_raw(&self, key: &str, options: &Options, bytes: &[u8]) -> crate::Result<()> {
+    pub async fn debug_put_raw(
+        &self,
+        key: &str,
+        options: &Options,
+        bytes: &[u8],
+    ) -> crate::Result<()> {
         let keys = self.entry_keys(key, options.version);
         self.inner.store.put_raw(&keys.entry, bytes, 60_000).await
     }
 
     /// Reads the raw stored bytes of the entry of `key` (envelope included).
     #[doc(hidden)]
-    pub async fn debug_get_raw(&self, key: &str, options: &Options) -> crate::Result<Option<Vec<u8>>> {
+    pub async fn debug_get_raw(
+        &self,
+        key: &str,
+        options: &Options,
+    ) -> crate::Result<Option<Vec<u8>>> {
         let keys = self.entry_keys(key, options.version);
         self.inner.store.get(&keys.entry).await
     }
@@ -620,18 +720,36 @@ impl Cache {
     /// Stores `value` under `key` unconditionally, with the ttl, tags and
     /// codec of `options`, and cancels any load in progress for the key (its
     /// fill will be refused), so an older value can no longer overwrite this one.
-    pub async fn set<T: serde::Serialize + ?Sized>(&self, key: impl AsRef<str>, value: &T, options: &Options) -> crate::Result<()> {
+    pub async fn set<T: serde::Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        options: &Options,
+    ) -> crate::Result<()> {
         let e = self.encode_for_set(key.as_ref(), value, options)?;
         let (head, tail) = envelope::split_for_tokens(&e.bytes);
         let fresh = random_token();
         self.inner
             .store
-            .set(&e.keys, &e.tag_keys, head, tail, e.px, self.inner.tag_ttl.as_millis() as u64, &fresh)
+            .set(
+                &e.keys,
+                &e.tag_keys,
+                head,
+                tail,
+                e.px,
+                self.inner.tag_ttl.as_millis() as u64,
+                &fresh,
+            )
             .await
     }
 
     /// What an unconditional store of `value` writes (tokens to be spliced in).
-    pub(crate) fn encode_for_set<T: serde::Serialize + ?Sized>(&self, key: &str, value: &T, options: &Options) -> crate::Result<SetEntry> {
+    pub(crate) fn encode_for_set<T: serde::Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: &Options,
+    ) -> crate::Result<SetEntry> {
         let inner = &*self.inner;
         let codec = options.codec.unwrap_or(inner.codec);
         let keys = self.entry_keys(key, options.version);
@@ -644,8 +762,21 @@ impl Cache {
             fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: 0,
         };
-        let bytes = envelope::encode(codec, value, meta, "", &options.tags, inner.max_value_size, self.sealing(options, &keys))?;
-        Ok(SetEntry { keys, tag_keys, bytes, px })
+        let bytes = envelope::encode(
+            codec,
+            value,
+            meta,
+            "",
+            &options.tags,
+            inner.max_value_size,
+            self.sealing(options, &keys),
+        )?;
+        Ok(SetEntry {
+            keys,
+            tag_keys,
+            bytes,
+            px,
+        })
     }
 }
 
@@ -657,7 +788,10 @@ pub(crate) struct SetEntry {
     pub(crate) px: u64,
 }
 
-async fn timed_load<T, E, F: Future<Output = Result<T, E>>>(stats: &Counters, body: F) -> Result<T, E> {
+async fn timed_load<T, E, F: Future<Output = Result<T, E>>>(
+    stats: &Counters,
+    body: F,
+) -> Result<T, E> {
     let started = Instant::now();
     let out = body.await;
     stats.loaded(started.elapsed());

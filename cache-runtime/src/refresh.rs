@@ -32,14 +32,31 @@ mod tests {
     fn refresh_probability_matches_exp_law() {
         let mut rng = StdRng::seed_from_u64(7);
         let expiry = 1_000_000u64;
-        for (left_ms, delta_ms, beta) in [(100u64, 100u32, 1.0), (50, 100, 1.0), (200, 100, 1.0), (100, 50, 2.0), (10, 100, 0.5)] {
+        for (left_ms, delta_ms, beta) in [
+            (100u64, 100u32, 1.0),
+            (50, 100, 1.0),
+            (200, 100, 1.0),
+            (100, 50, 2.0),
+            (10, 100, 0.5),
+        ] {
             let trials = 100_000;
             let hits = (0..trials)
-                .filter(|_| xfetch(expiry - left_ms, expiry, delta_ms * 1000, beta, rng.random::<f64>()))
+                .filter(|_| {
+                    xfetch(
+                        expiry - left_ms,
+                        expiry,
+                        delta_ms * 1000,
+                        beta,
+                        rng.random::<f64>(),
+                    )
+                })
                 .count();
             let got = hits as f64 / trials as f64;
             let want = (-(left_ms as f64) / (beta * f64::from(delta_ms))).exp();
-            assert!((got - want).abs() <= 0.02 * want, "t={left_ms} Δ={delta_ms} β={beta}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 0.02 * want,
+                "t={left_ms} Δ={delta_ms} β={beta}: {got} vs {want}"
+            );
         }
     }
 

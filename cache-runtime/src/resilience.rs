@@ -7,8 +7,8 @@
 //! is let through (half-open); its success closes the breaker, its failure
 //! opens it again.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Consecutive failures that open the breaker.
@@ -79,7 +79,10 @@ impl Breaker {
         let n = self.failures.fetch_add(1, Relaxed) + 1;
         if n >= self.threshold && self.open_until.load(Relaxed) == 0 {
             self.open_until.store(now_us() + self.cooldown_us, Relaxed);
-            tracing::warn!(failures = n, "cache: store failing; circuit open, reads go to their loaders");
+            tracing::warn!(
+                failures = n,
+                "cache: store failing; circuit open, reads go to their loaders"
+            );
         }
     }
 

@@ -62,7 +62,10 @@ impl Default for Handles {
 
 impl Handles {
     fn new(cache: &str, function: &'static str) -> Self {
-        let labels = [("cache", cache.to_string()), ("function", function.to_string())];
+        let labels = [
+            ("cache", cache.to_string()),
+            ("function", function.to_string()),
+        ];
         Handles {
             hits: metrics::counter!("cache_hits_total", &labels),
             misses: metrics::counter!("cache_misses_total", &labels),
@@ -217,7 +220,9 @@ impl Registry {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        map.entry(name).or_insert_with(|| Arc::new(Counters::new(&self.cache, name))).clone()
+        map.entry(name)
+            .or_insert_with(|| Arc::new(Counters::new(&self.cache, name)))
+            .clone()
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

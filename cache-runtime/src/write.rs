@@ -29,7 +29,12 @@ impl Cache {
     /// # Ok::<(), cache_runtime::Error>(())
     /// # }).unwrap();
     /// ```
-    pub async fn write_through<T: Serialize + ?Sized>(&self, key: &str, value: &T, options: &Options) {
+    pub async fn write_through<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: &Options,
+    ) {
         if let Err(e) = self.set(key, value, options).await {
             let stats = self.inner.stats.function(options.function);
             stats.error();
@@ -59,7 +64,12 @@ impl Cache {
     /// # Ok::<(), cache_runtime::Error>(())
     /// # }).unwrap();
     /// ```
-    pub fn loader<K, V, E, F, Fut>(&self, family: &str, options: Options, load: F) -> Loader<K, V, E>
+    pub fn loader<K, V, E, F, Fut>(
+        &self,
+        family: &str,
+        options: Options,
+        load: F,
+    ) -> Loader<K, V, E>
     where
         K: fmt::Display + Send + 'static,
         V: Cacheable,
@@ -75,7 +85,8 @@ impl Cache {
     }
 }
 
-type LoadFn<K, V, E> = Arc<dyn Fn(K) -> Pin<Box<dyn Future<Output = Result<V, E>> + Send>> + Send + Sync>;
+type LoadFn<K, V, E> =
+    Arc<dyn Fn(K) -> Pin<Box<dyn Future<Output = Result<V, E>> + Send>> + Send + Sync>;
 
 /// Read-through access to one key family (`"{family}:{key}"`): `get` serves
 /// from the cache or runs the loading function the loader was built with, with
@@ -100,7 +111,9 @@ impl<K, V, E> Clone for Loader<K, V, E> {
 
 impl<K, V, E> fmt::Debug for Loader<K, V, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Loader").field("family", &self.family).finish_non_exhaustive()
+        f.debug_struct("Loader")
+            .field("family", &self.family)
+            .finish_non_exhaustive()
     }
 }
 

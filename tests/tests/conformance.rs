@@ -53,13 +53,13 @@ impl Service {
     #[cached(key = "maybe:{id}", ttl = 60, cache = self.cache)]
     async fn maybe(&self, id: u64) -> Option<u64> {
         self.db.loads.fetch_add(1, SeqCst);
-        (id % 2 == 0).then_some(id)
+        id.is_multiple_of(2).then_some(id)
     }
 
     #[cached(key = "neg:{id}", ttl = 60, cache_none = "30s", cache = self.cache)]
     async fn negative(&self, id: u64) -> Result<Option<u64>, String> {
         self.db.loads.fetch_add(1, SeqCst);
-        Ok((id % 2 == 0).then_some(id))
+        Ok(id.is_multiple_of(2).then_some(id))
     }
 
     #[cached(key = "search:{q}", ttl = 60, cache = self.cache)]
@@ -125,7 +125,10 @@ async fn cache_none_caches_none_with_its_own_ttl(b: Backend) {
     assert_eq!(s.db.loads(), 1);
     let o = Options::new();
     let ttl = s.cache.ttl_of("neg:1", &o).await.unwrap().expect("stored");
-    assert!(ttl <= Duration::from_secs(33) && ttl >= Duration::from_secs(26), "none ttl {ttl:?}");
+    assert!(
+        ttl <= Duration::from_secs(33) && ttl >= Duration::from_secs(26),
+        "none ttl {ttl:?}"
+    );
     s.negative(2).await.unwrap();
     let ttl = s.cache.ttl_of("neg:2", &o).await.unwrap().expect("stored");
     assert!(ttl > Duration::from_secs(50), "value ttl {ttl:?}");
@@ -153,14 +156,25 @@ async fn invalidate_tag(b: Backend) {
     s.user(1).await.unwrap();
     s.user(2).await.unwrap();
     s.maybe(4).await;
-    assert_eq!(s.db.loads(), 5, "tagged entries reload, the untagged one does not");
+    assert_eq!(
+        s.db.loads(),
+        5,
+        "tagged entries reload, the untagged one does not"
+    );
     s.cache.invalidate_tags(["user:2"]).await.unwrap();
     s.user(1).await.unwrap();
     s.user(2).await.unwrap();
     assert_eq!(s.db.loads(), 6, "only the entry with that tag reloads");
-    assert_eq!(s.cache.get::<User>("user:2").await.unwrap().map(|u| u.id), Some(2));
+    assert_eq!(
+        s.cache.get::<User>("user:2").await.unwrap().map(|u| u.id),
+        Some(2)
+    );
     s.cache.invalidate_tags(["users"]).await.unwrap();
-    assert_eq!(s.cache.get::<User>("user:2").await.unwrap(), None, "get checks tags too");
+    assert_eq!(
+        s.cache.get::<User>("user:2").await.unwrap(),
+        None,
+        "get checks tags too"
+    );
 }
 
 async fn invalidate_pattern_is_literal_inside_values(b: Backend) {
@@ -183,7 +197,10 @@ async fn invalidate_pattern_is_literal_inside_values(b: Backend) {
     assert_eq!(s.db.loads(), 10, "every search starting with a");
     let n = s.cache.invalidate_pattern("search:*").await.unwrap();
     assert!(n >= 5, "removed {n}");
-    assert!(s.cache.invalidate_pattern("x".repeat(2000)).await.is_err(), "patterns are bounded");
+    assert!(
+        s.cache.invalidate_pattern("x".repeat(2000)).await.is_err(),
+        "patterns are bounded"
+    );
 }
 
 async fn ttl_jitter_spreads_expiry(b: Backend) {
@@ -194,20 +211,42 @@ async fn ttl_jitter_spreads_expiry(b: Backend) {
     for i in 0..200 {
         let key = format!("j:{i}");
         let _: Result<u32, Infallible> = cache.get_or_load(&key, &o, || async { Ok(1) }).await;
-        ttls.push(cache.ttl_of(&key, &o).await.unwrap().expect("stored").as_millis() as u64);
+        ttls.push(
+            cache
+                .ttl_of(&key, &o)
+                .await
+                .unwrap()
+                .expect("stored")
+                .as_millis() as u64,
+        );
     }
     let (min, max) = (*ttls.iter().min().unwrap(), *ttls.iter().max().unwrap());
-    assert!(min >= 799_000 && max <= 1_200_000, "within ttl·(1±0.2): {min}..{max}");
-    assert!(max - min > 200_000, "200 entries spread over the window: {min}..{max}");
+    assert!(
+        min >= 799_000 && max <= 1_200_000,
+        "within ttl·(1±0.2): {min}..{max}"
+    );
+    assert!(
+        max - min > 200_000,
+        "200 entries spread over the window: {min}..{max}"
+    );
     let distinct: HashSet<u64> = ttls.iter().map(|t| t / 1000).collect();
-    assert!(distinct.len() > 100, "expiries spread: {} distinct seconds", distinct.len());
+    assert!(
+        distinct.len() > 100,
+        "expiries spread: {} distinct seconds",
+        distinct.len()
+    );
 }
 
 async fn undecodable_bytes_are_a_miss(b: Backend) {
     let cache = b.cache("corrupt").await;
     let o = opts();
     let good: Result<User, Infallible> = cache
-        .get_or_load("u", &o, || async { Ok(User { id: 1, name: "a".into() }) })
+        .get_or_load("u", &o, || async {
+            Ok(User {
+                id: 1,
+                name: "a".into(),
+            })
+        })
         .await;
     let good = good.unwrap();
     let mut cases: Vec<Vec<u8>> = vec![
@@ -219,7 +258,9 @@ async fn undecodable_bytes_are_a_miss(b: Backend) {
         vec![0xff; 300],
     ];
     // A valid envelope of another codec and a truncated valid envelope.
-    let other = Options::new().ttl(Duration::from_secs(60)).codec(CodecKind::Json);
+    let other = Options::new()
+        .ttl(Duration::from_secs(60))
+        .codec(CodecKind::Json);
     cache.set("probe", &good, &other).await.unwrap();
     cases.push(raw_of(&cache, b, "probe").await);
     cache.set("probe", &good, &o).await.unwrap();
@@ -230,21 +271,36 @@ async fn undecodable_bytes_are_a_miss(b: Backend) {
         let before = cache.stats().corrupt;
         let loads = cache.stats().loads;
         let v: Result<User, Infallible> = cache
-            .get_or_load("u", &o, || async { Ok(User { id: 2, name: "b".into() }) })
+            .get_or_load("u", &o, || async {
+                Ok(User {
+                    id: 2,
+                    name: "b".into(),
+                })
+            })
             .await;
         assert_eq!(v.unwrap().id, 2, "case {i}: the loader's value");
         assert_eq!(cache.stats().corrupt, before + 1, "case {i}: counted");
         assert_eq!(cache.stats().loads, loads + 1, "case {i}: a miss");
-        let again: Result<User, Infallible> = cache.get_or_load("u", &o, || async { unreachable!() }).await;
+        let again: Result<User, Infallible> = cache
+            .get_or_load("u", &o, || async { unreachable!() })
+            .await;
         assert_eq!(again.unwrap().id, 2, "case {i}: replaced by a good entry");
     }
     cache.debug_put_raw("g", &o, b"garbage").await.unwrap();
-    assert_eq!(cache.get::<User>("g").await.unwrap(), None, "get: garbage is a miss");
+    assert_eq!(
+        cache.get::<User>("g").await.unwrap(),
+        None,
+        "get: garbage is a miss"
+    );
 }
 
 /// The stored bytes of an entry.
 async fn raw_of(cache: &Cache, b: Backend, key: &str) -> Vec<u8> {
-    let stored = cache.debug_get_raw(key, &Options::new()).await.unwrap().expect("stored");
+    let stored = cache
+        .debug_get_raw(key, &Options::new())
+        .await
+        .unwrap()
+        .expect("stored");
     if b == Backend::Redis {
         // The same bytes are what Redis itself holds under the stored key.
         let mut c = cache_tests::shared().conn().await;
@@ -280,10 +336,18 @@ async fn fill_after_invalidation_is_refused(b: Backend) {
     // The write happens and its invalidation returns while the reader is between load and fill.
     cache.invalidate_keys(["k"]).await.unwrap();
     go_tx.send(()).unwrap();
-    assert_eq!(reader.await.unwrap(), 1, "the slow reader still gets its own value");
+    assert_eq!(
+        reader.await.unwrap(),
+        1,
+        "the slow reader still gets its own value"
+    );
     assert_eq!(cache.stats().fills_rejected, 1, "its fill was refused");
     let v: Result<u32, Infallible> = cache.get_or_load("k", &o, || async { Ok(2) }).await;
-    assert_eq!(v.unwrap(), 2, "a read after the invalidation never sees the old value");
+    assert_eq!(
+        v.unwrap(),
+        2,
+        "a read after the invalidation never sees the old value"
+    );
 }
 
 async fn tag_bump_during_load_makes_the_fill_dead(b: Backend) {
@@ -308,7 +372,11 @@ async fn tag_bump_during_load_makes_the_fill_dead(b: Backend) {
     assert_eq!(reader.await.unwrap(), 1);
     let o = opts().tags(["t"]);
     let v: Result<u32, Infallible> = cache.get_or_load("k", &o, || async { Ok(2) }).await;
-    assert_eq!(v.unwrap(), 2, "the entry recorded the tag's version from before the load");
+    assert_eq!(
+        v.unwrap(),
+        2,
+        "the entry recorded the tag's version from before the load"
+    );
 }
 
 async fn set_cancels_an_older_load(b: Backend) {
@@ -330,7 +398,11 @@ async fn set_cancels_an_older_load(b: Backend) {
     cache.set("k", &2u32, &opts()).await.unwrap();
     go_tx.send(()).unwrap();
     reader.await.unwrap();
-    assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(2), "the newer value stays");
+    assert_eq!(
+        cache.get::<u32>("k").await.unwrap(),
+        Some(2),
+        "the newer value stays"
+    );
 }
 
 async fn concurrent_misses_load_once(b: Backend) {
@@ -356,7 +428,11 @@ async fn concurrent_misses_load_once(b: Backend) {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 99);
     }
-    assert_eq!(loads.load(SeqCst), 1, "one loader call for {n} concurrent callers");
+    assert_eq!(
+        loads.load(SeqCst),
+        1,
+        "one loader call for {n} concurrent callers"
+    );
 }
 
 async fn versions_are_separate_keys(b: Backend) {
@@ -370,7 +446,11 @@ async fn versions_are_separate_keys(b: Backend) {
     assert_ne!(cache.stored_key("k", &v1), cache.stored_key("k", &v2));
     cache.invalidate_keys(["k"]).await.unwrap();
     assert_eq!(cache.get_with::<u32>("k", &v1).await.unwrap(), None);
-    assert_eq!(cache.get_with::<u32>("k", &v2).await.unwrap(), None, "every version used is invalidated");
+    assert_eq!(
+        cache.get_with::<u32>("k", &v2).await.unwrap(),
+        None,
+        "every version used is invalidated"
+    );
 }
 
 async fn escaped_keys_never_collide(b: Backend) {
@@ -378,29 +458,63 @@ async fn escaped_keys_never_collide(b: Backend) {
     let a = s.search("x:y").await;
     let c = s.search("x%3Ay").await;
     assert_eq!(a, vec!["x:y".to_string()]);
-    assert_eq!(c, vec!["x%3Ay".to_string()], "no collision with the escaped form");
+    assert_eq!(
+        c,
+        vec!["x%3Ay".to_string()],
+        "no collision with the escaped form"
+    );
     assert_eq!(s.db.loads(), 2);
-    assert!(s.cache.stored_key("a{b}", &Options::new()).matches('{').count() == 1);
+    assert!(
+        s.cache
+            .stored_key("a{b}", &Options::new())
+            .matches('{')
+            .count()
+            == 1
+    );
 }
 
 async fn encrypted_values_are_bound_to_their_key(b: Backend) {
-    let cache = b.builder("encrypt").encryption_key(1, [42; 32]).build().await.unwrap();
+    let cache = b
+        .builder("encrypt")
+        .encryption_key(1, [42; 32])
+        .build()
+        .await
+        .unwrap();
     let o = opts().encrypt(true);
     let secret = "hunter2-secret".to_string();
-    let v: Result<String, Infallible> = cache.get_or_load("a", &o, || async { Ok(secret.clone()) }).await;
+    let v: Result<String, Infallible> = cache
+        .get_or_load("a", &o, || async { Ok(secret.clone()) })
+        .await;
     assert_eq!(v.unwrap(), secret);
-    let raw = cache.debug_get_raw("a", &Options::new()).await.unwrap().expect("stored");
-    assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()), "no plaintext at rest");
-    assert_eq!(cache.get_with::<String>("a", &o).await.unwrap(), Some(secret.clone()));
+    let raw = cache
+        .debug_get_raw("a", &Options::new())
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(
+        !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "no plaintext at rest"
+    );
+    assert_eq!(
+        cache.get_with::<String>("a", &o).await.unwrap(),
+        Some(secret.clone())
+    );
     // The ciphertext copied under another key does not authenticate: a miss, counted.
-    cache.debug_put_raw("b", &Options::new(), &raw).await.unwrap();
+    cache
+        .debug_put_raw("b", &Options::new(), &raw)
+        .await
+        .unwrap();
     let before = cache.stats().corrupt;
-    let v: Result<String, Infallible> = cache.get_or_load("b", &o, || async { Ok("fresh".to_string()) }).await;
+    let v: Result<String, Infallible> = cache
+        .get_or_load("b", &o, || async { Ok("fresh".to_string()) })
+        .await;
     assert_eq!(v.unwrap(), "fresh");
     assert_eq!(cache.stats().corrupt, before + 1);
     // A plaintext entry planted where an encrypted one is expected is refused too.
     cache.set("c", &"planted", &opts()).await.unwrap();
-    let v: Result<String, Infallible> = cache.get_or_load("c", &o, || async { Ok("real".to_string()) }).await;
+    let v: Result<String, Infallible> = cache
+        .get_or_load("c", &o, || async { Ok("real".to_string()) })
+        .await;
     assert_eq!(v.unwrap(), "real");
 }
 
@@ -410,7 +524,13 @@ async fn encryption_key_rotation_reads_older_values() {
     let prefix = cache_tests::unique_prefix("rotation");
     let url = cache_tests::shared().url();
     let o = opts().encrypt(true);
-    let old = Cache::builder().url(&url).prefix(&prefix).encryption_key(1, [1; 32]).build().await.unwrap();
+    let old = Cache::builder()
+        .url(&url)
+        .prefix(&prefix)
+        .encryption_key(1, [1; 32])
+        .build()
+        .await
+        .unwrap();
     old.set("k", &"written under key 1", &o).await.unwrap();
     let new = Cache::builder()
         .url(&url)
@@ -420,11 +540,27 @@ async fn encryption_key_rotation_reads_older_values() {
         .build()
         .await
         .unwrap();
-    assert_eq!(new.get_with::<String>("k", &o).await.unwrap().as_deref(), Some("written under key 1"));
+    assert_eq!(
+        new.get_with::<String>("k", &o).await.unwrap().as_deref(),
+        Some("written under key 1")
+    );
     new.set("k2", &"written under key 2", &o).await.unwrap();
-    assert_eq!(new.debug_get_raw("k2", &Options::new()).await.unwrap().map(|r| r.len() > 0), Some(true));
-    assert_eq!(old.get_with::<String>("k2", &o).await.unwrap(), None, "the old key cannot read the new one");
-    assert!(!format!("{new:?}").contains("[2, 2"), "no key material in Debug output");
+    assert_eq!(
+        new.debug_get_raw("k2", &Options::new())
+            .await
+            .unwrap()
+            .map(|r| !r.is_empty()),
+        Some(true)
+    );
+    assert_eq!(
+        old.get_with::<String>("k2", &o).await.unwrap(),
+        None,
+        "the old key cannot read the new one"
+    );
+    assert!(
+        !format!("{new:?}").contains("[2, 2"),
+        "no key material in Debug output"
+    );
 }
 
 on_every_backend!(

@@ -44,28 +44,63 @@ async fn metrics_and_spans() {
     let spans = Spans::default();
     let _guard = tracing::subscriber::set_default(Registry::default().with(spans.clone()));
 
-    let cache = Cache::builder().memory().prefix("obs").build().await.unwrap();
-    let opts = Options::new().ttl(Duration::from_secs(60)).function("app::get_user");
+    let cache = Cache::builder()
+        .memory()
+        .prefix("obs")
+        .build()
+        .await
+        .unwrap();
+    let opts = Options::new()
+        .ttl(Duration::from_secs(60))
+        .function("app::get_user");
     for _ in 0..3 {
-        let _: Result<u32, Infallible> = cache.get_or_load("user:42", &opts, || async { Ok(1) }).await;
+        let _: Result<u32, Infallible> = cache
+            .get_or_load("user:42", &opts, || async { Ok(1) })
+            .await;
     }
-    let redacted = Cache::builder().memory().prefix("obs2").redact_keys(true).build().await.unwrap();
-    let _: Result<u32, Infallible> = redacted.get_or_load("user:secret@example.com", &opts, || async { Ok(1) }).await;
+    let redacted = Cache::builder()
+        .memory()
+        .prefix("obs2")
+        .redact_keys(true)
+        .build()
+        .await
+        .unwrap();
+    let _: Result<u32, Infallible> = redacted
+        .get_or_load("user:secret@example.com", &opts, || async { Ok(1) })
+        .await;
 
     let mut seen = std::collections::HashMap::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        if labels.contains(&"cache=obs".to_string()) && labels.contains(&"function=app::get_user".to_string()) {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        if labels.contains(&"cache=obs".to_string())
+            && labels.contains(&"function=app::get_user".to_string())
+        {
             seen.insert(key.key().name().to_string(), value);
         }
     }
-    assert_eq!(seen.get("cache_hits_total"), Some(&DebugValue::Counter(2)), "{seen:?}");
-    assert_eq!(seen.get("cache_misses_total"), Some(&DebugValue::Counter(1)));
+    assert_eq!(
+        seen.get("cache_hits_total"),
+        Some(&DebugValue::Counter(2)),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.get("cache_misses_total"),
+        Some(&DebugValue::Counter(1))
+    );
     assert_eq!(seen.get("cache_loads_total"), Some(&DebugValue::Counter(1)));
-    assert!(matches!(seen.get("cache_load_seconds"), Some(DebugValue::Histogram(h)) if h.len() == 1));
+    assert!(
+        matches!(seen.get("cache_load_seconds"), Some(DebugValue::Histogram(h)) if h.len() == 1)
+    );
 
     let spans = spans.0.lock().unwrap().join("\n");
     assert!(spans.contains("cache.read"), "{spans}");
     assert!(spans.contains("user:42"), "keys shown by default: {spans}");
-    assert!(!spans.contains("secret@example.com"), "redacted keys never appear: {spans}");
+    assert!(
+        !spans.contains("secret@example.com"),
+        "redacted keys never appear: {spans}"
+    );
 }

@@ -13,7 +13,9 @@ fn opts() -> Options {
 }
 
 async fn read(cache: &Cache, key: u64) -> u64 {
-    let v: Result<u64, Infallible> = cache.get_or_load(format!("k{key}"), &opts(), || async move { Ok(key * 10) }).await;
+    let v: Result<u64, Infallible> = cache
+        .get_or_load(format!("k{key}"), &opts(), || async move { Ok(key * 10) })
+        .await;
     match v {
         Ok(v) => v,
     }
@@ -25,7 +27,11 @@ async fn until_hits_resume(cache: &Cache, key: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let before = cache.stats().hits;
     while cache.stats().hits == before {
-        assert!(Instant::now() < deadline, "hits did not resume: {:?}", cache.stats().total);
+        assert!(
+            Instant::now() < deadline,
+            "hits did not resume: {:?}",
+            cache.stats().total
+        );
         assert_eq!(read(cache, key).await, key * 10);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -45,7 +51,11 @@ async fn reads_survive_kill_pause_sleep_and_restart() {
     let mut check = async |cache: &Cache, n: u64| {
         for i in 0..n {
             let key = i % 7;
-            assert_eq!(read(cache, key).await, key * 10, "a read returned something else");
+            assert_eq!(
+                read(cache, key).await,
+                key * 10,
+                "a read returned something else"
+            );
             reads += 1;
         }
     };
@@ -54,7 +64,10 @@ async fn reads_survive_kill_pause_sleep_and_restart() {
 
     server.kill();
     check(&cache, 50).await;
-    assert!(!cache.store_available(), "the breaker opened while the server was dead");
+    assert!(
+        !cache.store_available(),
+        "the breaker opened while the server was dead"
+    );
     server.restart();
     until_hits_resume(&cache, 1).await;
 
@@ -93,17 +106,28 @@ async fn invalidation_during_an_outage_is_retried_and_never_lost() {
     server.kill();
     write(&cache, 1).await; // the source now says 10; the invalidation cannot reach Redis
     assert_eq!(cache.pending_invalidations(), 1, "kept for retry");
-    assert_eq!(read(&cache, 1).await, 10, "during the outage: the loader's value");
+    assert_eq!(
+        read(&cache, 1).await,
+        10,
+        "during the outage: the loader's value"
+    );
 
     server.restart(); // the old value is back from the append-only file
     // Until the retry lands, reads bypass the cache rather than serve 111.
     let deadline = Instant::now() + Duration::from_secs(20);
     while cache.pending_invalidations() > 0 {
-        assert!(Instant::now() < deadline, "the invalidation was not retried");
+        assert!(
+            Instant::now() < deadline,
+            "the invalidation was not retried"
+        );
         assert_eq!(read(&cache, 1).await, 10, "never the invalidated value");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(read(&cache, 1).await, 10);
-    assert_eq!(cache.get::<u64>("k1").await.unwrap(), Some(10), "refilled from the loader");
+    assert_eq!(
+        cache.get::<u64>("k1").await.unwrap(),
+        Some(10),
+        "refilled from the loader"
+    );
     assert!(cache.stats().invalidation_retries > 0);
 }

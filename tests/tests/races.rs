@@ -29,7 +29,11 @@ const MAX_OPS_PER_TASK: usize = 2_000;
 
 /// A cache as the harness drives it.
 trait UnderTest: Send + Sync + 'static {
-    fn read(&self, key: usize, load: impl Future<Output = u64> + Send) -> impl Future<Output = u64> + Send;
+    fn read(
+        &self,
+        key: usize,
+        load: impl Future<Output = u64> + Send,
+    ) -> impl Future<Output = u64> + Send;
     fn invalidate(&self, key: usize) -> impl Future<Output = ()> + Send;
 }
 
@@ -38,13 +42,19 @@ struct Ours(Cache);
 impl UnderTest for Ours {
     async fn read(&self, key: usize, load: impl Future<Output = u64> + Send) -> u64 {
         let opts = Options::new().ttl(Duration::from_secs(60));
-        let v: Result<u64, Infallible> = self.0.get_or_load(format!("k{key}"), &opts, || async { Ok(load.await) }).await;
+        let v: Result<u64, Infallible> = self
+            .0
+            .get_or_load(format!("k{key}"), &opts, || async { Ok(load.await) })
+            .await;
         match v {
             Ok(v) => v,
         }
     }
     async fn invalidate(&self, key: usize) {
-        self.0.invalidate_keys([format!("k{key}")]).await.expect("invalidate");
+        self.0
+            .invalidate_keys([format!("k{key}")])
+            .await
+            .expect("invalidate");
     }
 }
 
@@ -58,12 +68,22 @@ impl UnderTest for Naive {
     async fn read(&self, key: usize, load: impl Future<Output = u64> + Send) -> u64 {
         let mut c = self.conn.clone();
         let k = format!("{}:k{key}", self.prefix);
-        let cached: Option<u64> = redis::cmd("GET").arg(&k).query_async(&mut c).await.expect("GET");
+        let cached: Option<u64> = redis::cmd("GET")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .expect("GET");
         if let Some(v) = cached {
             return v;
         }
         let v = load.await;
-        let _: () = redis::cmd("SETEX").arg(&k).arg(60).arg(v).query_async(&mut c).await.expect("SETEX");
+        let _: () = redis::cmd("SETEX")
+            .arg(&k)
+            .arg(60)
+            .arg(v)
+            .query_async(&mut c)
+            .await
+            .expect("SETEX");
         v
     }
     async fn invalidate(&self, key: usize) {
@@ -112,8 +132,13 @@ async fn run<C: UnderTest>(cache: Arc<C>) -> Report {
     let deadline = Instant::now() + RUN_FOR;
     let mut tasks = Vec::new();
     for _ in 0..READERS {
-        let (cache, source, committed, stale, reads) =
-            (cache.clone(), source.clone(), committed.clone(), stale.clone(), reads.clone());
+        let (cache, source, committed, stale, reads) = (
+            cache.clone(),
+            source.clone(),
+            committed.clone(),
+            stale.clone(),
+            reads.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for _ in 0..MAX_OPS_PER_TASK {
                 if Instant::now() >= deadline {
@@ -138,7 +163,12 @@ async fn run<C: UnderTest>(cache: Arc<C>) -> Report {
         }));
     }
     for _ in 0..WRITERS {
-        let (cache, source, committed, writes) = (cache.clone(), source.clone(), committed.clone(), writes.clone());
+        let (cache, source, committed, writes) = (
+            cache.clone(),
+            source.clone(),
+            committed.clone(),
+            writes.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for _ in 0..MAX_OPS_PER_TASK {
                 if Instant::now() >= deadline {
@@ -175,7 +205,10 @@ async fn run<C: UnderTest>(cache: Arc<C>) -> Report {
 
 async fn ours(b: Backend) {
     let report = run(Arc::new(Ours(b.cache("race_harness").await))).await;
-    assert!(report.reads > 100 && report.writes > 20, "the harness ran: {report:?}");
+    assert!(
+        report.reads > 100 && report.writes > 20,
+        "the harness ran: {report:?}"
+    );
     assert_eq!(report.stale_reads, 0, "{report:?}");
     assert_eq!(report.stale_entries_after, 0, "{report:?}");
 }

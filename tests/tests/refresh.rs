@@ -65,8 +65,16 @@ async fn stale_while_revalidate(b: Backend) {
         Backend::Memory => &STALE_MEMORY,
         Backend::Redis => &STALE_REDIS,
     };
-    let cache = b.builder("stale").jitter(0.0).clock(k.clock).build().await.unwrap();
-    let opts = Options::new().ttl(Duration::from_secs(10)).stale(Duration::from_secs(600));
+    let cache = b
+        .builder("stale")
+        .jitter(0.0)
+        .clock(k.clock)
+        .build()
+        .await
+        .unwrap();
+    let opts = Options::new()
+        .ttl(Duration::from_secs(10))
+        .stale(Duration::from_secs(600));
     let v: Result<u32, String> = cache.get_or_load("k", &opts, || async { Ok(1) }).await;
     assert_eq!(v.unwrap(), 1);
 
@@ -78,7 +86,13 @@ async fn stale_while_revalidate(b: Backend) {
     let barrier = Arc::new(Barrier::new(n));
     let mut callers = Vec::new();
     for _ in 0..n {
-        let (cache, opts, gate, loads, barrier) = (cache.clone(), opts.clone(), gate.clone(), loads.clone(), barrier.clone());
+        let (cache, opts, gate, loads, barrier) = (
+            cache.clone(),
+            opts.clone(),
+            gate.clone(),
+            loads.clone(),
+            barrier.clone(),
+        );
         callers.push(tokio::spawn(async move {
             barrier.wait().await;
             let v: Result<u32, String> = cache
@@ -106,14 +120,20 @@ async fn stale_while_revalidate(b: Backend) {
         got.push(c.await.unwrap());
     }
     got.sort();
-    assert_eq!(got, [1, 1, 1, 1, 1, 1, 1, 1, 1, 2], "nine stale, the refresher's new value");
+    assert_eq!(
+        got,
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 2],
+        "nine stale, the refresher's new value"
+    );
     let v: Result<u32, String> = cache.get_or_load("k", &opts, || async { Ok(99) }).await;
     assert_eq!(v.unwrap(), 2, "the refreshed value is fresh again");
 
     // Failover: past the ttl again and the source fails: the stale value is served.
     k.advance_to(30_000);
     let before = cache.stats().stale_serves;
-    let v: Result<u32, String> = cache.get_or_load("k", &opts, || async { Err("db down".to_string()) }).await;
+    let v: Result<u32, String> = cache
+        .get_or_load("k", &opts, || async { Err("db down".to_string()) })
+        .await;
     assert_eq!(v.unwrap(), 2);
     assert_eq!(cache.stats().stale_serves, before + 1);
     assert_eq!(cache.stats().refreshes, 2);
@@ -132,7 +152,9 @@ async fn early_refresh_one_caller_reloads(b: Backend) {
         .build()
         .await
         .unwrap();
-    let opts = Options::new().ttl(Duration::from_secs(100)).early_refresh(1.0);
+    let opts = Options::new()
+        .ttl(Duration::from_secs(100))
+        .early_refresh(1.0);
     // The loader takes ~200 ms: Δ is recorded in the envelope.
     let v: Result<u32, String> = cache
         .get_or_load("k", &opts, || async {

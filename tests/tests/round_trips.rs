@@ -12,23 +12,40 @@ use futures_util::StreamExt;
 
 /// Client commands (not script-internal ones) seen by MONITOR while `f` ran,
 /// excluding the marker commands that delimit the window.
-async fn commands_during<F: std::future::Future<Output = ()>>(server: &cache_tests::RedisServer, f: F) -> Vec<String> {
+async fn commands_during<F: std::future::Future<Output = ()>>(
+    server: &cache_tests::RedisServer,
+    f: F,
+) -> Vec<String> {
     let monitor = server.client().get_async_monitor().await.expect("MONITOR");
     let mut probe = server.conn().await;
     let mut lines = monitor.into_on_message::<String>();
-    let _: String = redis::cmd("ECHO").arg("window-start").query_async(&mut probe).await.unwrap();
+    let _: String = redis::cmd("ECHO")
+        .arg("window-start")
+        .query_async(&mut probe)
+        .await
+        .unwrap();
     // Skip until the start marker is seen.
     loop {
-        let line = tokio::time::timeout(Duration::from_secs(5), lines.next()).await.unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next())
+            .await
+            .unwrap()
+            .unwrap();
         if line.contains("window-start") {
             break;
         }
     }
     f.await;
-    let _: String = redis::cmd("ECHO").arg("window-end").query_async(&mut probe).await.unwrap();
+    let _: String = redis::cmd("ECHO")
+        .arg("window-end")
+        .query_async(&mut probe)
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     loop {
-        let line = tokio::time::timeout(Duration::from_secs(5), lines.next()).await.unwrap().unwrap();
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next())
+            .await
+            .unwrap()
+            .unwrap();
         if line.contains("window-end") {
             return seen;
         }
@@ -41,8 +58,15 @@ async fn commands_during<F: std::future::Future<Output = ()>>(server: &cache_tes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hit_is_one_round_trip_and_miss_is_two() {
     let server = cache_tests::RedisServer::start();
-    let cache = Cache::builder().url(server.url()).prefix("rt").build().await.unwrap();
-    let opts = Options::new().ttl(Duration::from_secs(60)).tags(["users", "user:1"]);
+    let cache = Cache::builder()
+        .url(server.url())
+        .prefix("rt")
+        .build()
+        .await
+        .unwrap();
+    let opts = Options::new()
+        .ttl(Duration::from_secs(60))
+        .tags(["users", "user:1"]);
     // Warm the connection and the scripts.
     let _: Result<u32, Infallible> = cache.get_or_load("warm", &opts, || async { Ok(0) }).await;
 
@@ -52,12 +76,21 @@ async fn hit_is_one_round_trip_and_miss_is_two() {
         assert_eq!(v.unwrap(), 1);
     })
     .await;
-    assert_eq!(miss.len(), 3, "a miss: read, lookup-or-lease, fill: {miss:#?}");
+    assert_eq!(
+        miss.len(),
+        3,
+        "a miss: read, lookup-or-lease, fill: {miss:#?}"
+    );
     assert!(miss[0].contains("\"MGET\""), "{miss:#?}");
-    assert!(miss[1..].iter().all(|l| l.contains("\"EVALSHA\"")), "{miss:#?}");
+    assert!(
+        miss[1..].iter().all(|l| l.contains("\"EVALSHA\"")),
+        "{miss:#?}"
+    );
 
     let hit = commands_during(&server, async {
-        let v: Result<u32, Infallible> = c.get_or_load("user:1", o, || async { unreachable!() }).await;
+        let v: Result<u32, Infallible> = c
+            .get_or_load("user:1", o, || async { unreachable!() })
+            .await;
         assert_eq!(v.unwrap(), 1);
     })
     .await;
@@ -65,13 +98,20 @@ async fn hit_is_one_round_trip_and_miss_is_two() {
     assert!(hit[0].contains("\"MGET\""), "{hit:#?}");
 
     let untagged = Options::new().ttl(Duration::from_secs(60));
-    let _: Result<u32, Infallible> = cache.get_or_load("plain", &untagged, || async { Ok(2) }).await;
+    let _: Result<u32, Infallible> = cache
+        .get_or_load("plain", &untagged, || async { Ok(2) })
+        .await;
     let hit = commands_during(&server, async {
-        let v: Result<u32, Infallible> = c.get_or_load("plain", &untagged, || async { unreachable!() }).await;
+        let v: Result<u32, Infallible> = c
+            .get_or_load("plain", &untagged, || async { unreachable!() })
+            .await;
         assert_eq!(v.unwrap(), 2);
     })
     .await;
     assert_eq!(hit.len(), 1, "{hit:#?}");
-    assert!(hit[0].contains("\"GET\""), "an untagged hit is a plain GET: {hit:#?}");
+    assert!(
+        hit[0].contains("\"GET\""),
+        "an untagged hit is a plain GET: {hit:#?}"
+    );
     assert_eq!(cache.stats().hits, 2);
 }

@@ -16,7 +16,11 @@ const KEYS: u64 = 16;
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -58,7 +62,10 @@ async fn read(cache: &Cache, source: &Source, key: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_with_kills_and_pauses() {
-    let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
     let server = Arc::new(tokio::sync::Mutex::new(RedisServer::start_with(&[
         "--appendonly",
         "yes",
@@ -88,8 +95,14 @@ async fn soak_with_kills_and_pauses() {
 
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (cache, source, committed, stale, reads, stop) =
-            (cache.clone(), source.clone(), committed.clone(), stale.clone(), reads.clone(), stop.clone());
+        let (cache, source, committed, stale, reads, stop) = (
+            cache.clone(),
+            source.clone(),
+            committed.clone(),
+            stale.clone(),
+            reads.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while !stop.load(SeqCst) {
                 let k = rand::random_range(0..KEYS);
@@ -102,7 +115,12 @@ async fn soak_with_kills_and_pauses() {
         }));
     }
     for _ in 0..2 {
-        let (cache, source, committed, stop) = (cache.clone(), source.clone(), committed.clone(), stop.clone());
+        let (cache, source, committed, stop) = (
+            cache.clone(),
+            source.clone(),
+            committed.clone(),
+            stop.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             while !stop.load(SeqCst) {
                 let k = rand::random_range(0..KEYS);
@@ -140,12 +158,20 @@ async fn soak_with_kills_and_pauses() {
     // Recovery: the queue drains and every entry matches the source.
     let recovered = Instant::now() + Duration::from_secs(30);
     while cache.pending_invalidations() > 0 || !cache.store_available() {
-        assert!(Instant::now() < recovered, "did not recover: {:?}", cache.stats().total);
+        assert!(
+            Instant::now() < recovered,
+            "did not recover: {:?}",
+            cache.stats().total
+        );
         read(&cache, &source, 0).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for k in 0..KEYS {
-        assert_eq!(read(&cache, &source, k).await, source.read(k), "key {k} stale after recovery");
+        assert_eq!(
+            read(&cache, &source, k).await,
+            source.read(k),
+            "key {k} stale after recovery"
+        );
     }
     let rss_end = rss_bytes();
     let stats = cache.stats();
@@ -158,5 +184,8 @@ async fn soak_with_kills_and_pauses() {
     );
     assert!(faults >= 3 && reads.load(SeqCst) > 1000, "the soak ran");
     assert_eq!(stale.load(SeqCst), 0, "stale reads");
-    assert!(rss_end < rss_start + 64 * 1024 * 1024, "memory grew: {rss_start} -> {rss_end}");
+    assert!(
+        rss_end < rss_start + 64 * 1024 * 1024,
+        "memory grew: {rss_start} -> {rss_end}"
+    );
 }

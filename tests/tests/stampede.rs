@@ -18,20 +18,39 @@ fn opts() -> Options {
 
 /// The loader: counts its runs in Redis (so that runs in every process are
 /// counted together), then takes 50 ms.
-async fn counted_load(conn: &mut redis::aio::MultiplexedConnection, counter: &str) -> Result<u64, Infallible> {
-    let n: u64 = redis::cmd("INCR").arg(counter).query_async(conn).await.expect("INCR");
+async fn counted_load(
+    conn: &mut redis::aio::MultiplexedConnection,
+    counter: &str,
+) -> Result<u64, Infallible> {
+    let n: u64 = redis::cmd("INCR")
+        .arg(counter)
+        .query_async(conn)
+        .await
+        .expect("INCR");
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(n)
 }
 
-async fn callers(cache: &Cache, conn: &redis::aio::MultiplexedConnection, counter: &str, n: usize) -> Vec<u64> {
+async fn callers(
+    cache: &Cache,
+    conn: &redis::aio::MultiplexedConnection,
+    counter: &str,
+    n: usize,
+) -> Vec<u64> {
     let barrier = Arc::new(Barrier::new(n));
     let mut tasks = Vec::new();
     for _ in 0..n {
-        let (cache, mut conn, counter, barrier) = (cache.clone(), conn.clone(), counter.to_string(), barrier.clone());
+        let (cache, mut conn, counter, barrier) = (
+            cache.clone(),
+            conn.clone(),
+            counter.to_string(),
+            barrier.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let v = cache.get_or_load("cold", &opts(), || counted_load(&mut conn, &counter)).await;
+            let v = cache
+                .get_or_load("cold", &opts(), || counted_load(&mut conn, &counter))
+                .await;
             v.unwrap()
         }));
     }
@@ -46,13 +65,25 @@ async fn callers(cache: &Cache, conn: &redis::aio::MultiplexedConnection, counte
 async fn thousand_callers_in_one_process_load_once() {
     let server = cache_tests::shared();
     let prefix = cache_tests::unique_prefix("stampede1");
-    let cache = Cache::builder().url(server.url()).prefix(&prefix).build().await.unwrap();
+    let cache = Cache::builder()
+        .url(server.url())
+        .prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
     let conn = server.conn().await;
     let counter = format!("{prefix}:loads");
     let values = callers(&cache, &conn, &counter, 1000).await;
-    assert!(values.iter().all(|v| *v == 1), "everyone got the one loaded value");
+    assert!(
+        values.iter().all(|v| *v == 1),
+        "everyone got the one loaded value"
+    );
     let mut c = conn.clone();
-    let loads: u64 = redis::cmd("GET").arg(&counter).query_async(&mut c).await.unwrap();
+    let loads: u64 = redis::cmd("GET")
+        .arg(&counter)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     assert_eq!(loads, 1);
     assert_eq!(cache.stats().loads, 1);
     assert!(cache.stats().lock_waits > 0);
@@ -69,7 +100,14 @@ async fn four_processes_load_once() {
     let children: Vec<_> = (0..4)
         .map(|_| {
             Command::new(&exe)
-                .args(["--exact", "stampede_child", "--ignored", "--nocapture", "--test-threads", "1"])
+                .args([
+                    "--exact",
+                    "stampede_child",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
                 .env("STAMPEDE_URL", server.url())
                 .env("STAMPEDE_PREFIX", &prefix)
                 .stdout(Stdio::piped())
@@ -91,13 +129,22 @@ async fn four_processes_load_once() {
             .unwrap()
             .expect("children report ready");
         let _ = ready;
-        let n: u64 = redis::cmd("INCR").arg(format!("{prefix}:nready")).query_async(&mut conn).await.unwrap();
+        let n: u64 = redis::cmd("INCR")
+            .arg(format!("{prefix}:nready"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if n == 4 {
             break;
         }
         assert!(Instant::now() < deadline, "children did not start");
     }
-    let _: () = redis::cmd("RPUSH").arg(&start).arg(&["go", "go", "go", "go"][..]).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&start)
+        .arg(&["go", "go", "go", "go"][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(
@@ -108,7 +155,11 @@ async fn four_processes_load_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let loads: u64 = redis::cmd("GET").arg(&counter).query_async(&mut conn).await.unwrap();
+    let loads: u64 = redis::cmd("GET")
+        .arg(&counter)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(loads, 1, "one load across four processes and 1000 callers");
 }
 
@@ -116,15 +167,33 @@ async fn four_processes_load_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a child process of four_processes_load_once"]
 async fn stampede_child() {
-    let (Ok(url), Ok(prefix)) = (std::env::var("STAMPEDE_URL"), std::env::var("STAMPEDE_PREFIX")) else {
+    let (Ok(url), Ok(prefix)) = (
+        std::env::var("STAMPEDE_URL"),
+        std::env::var("STAMPEDE_PREFIX"),
+    ) else {
         panic!("run by four_processes_load_once");
     };
-    let cache = Cache::builder().url(&url).prefix(&prefix).build().await.unwrap();
+    let cache = Cache::builder()
+        .url(&url)
+        .prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
     let client = redis::Client::open(url.as_str()).unwrap();
     let conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut c = conn.clone();
-    let _: () = redis::cmd("RPUSH").arg(format!("{prefix}:ready")).arg(std::process::id()).query_async(&mut c).await.unwrap();
-    let _: Option<(String, String)> = redis::cmd("BLPOP").arg(format!("{prefix}:start")).arg(60).query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(format!("{prefix}:ready"))
+        .arg(std::process::id())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let _: Option<(String, String)> = redis::cmd("BLPOP")
+        .arg(format!("{prefix}:start"))
+        .arg(60)
+        .query_async(&mut c)
+        .await
+        .unwrap();
     let values = callers(&cache, &conn, &format!("{prefix}:loads"), 250).await;
     assert!(values.iter().all(|v| *v == 1), "{values:?}");
 }
@@ -158,10 +227,17 @@ async fn stalled_holder_cannot_fill() {
     let t = Instant::now();
     let v: Result<u32, Infallible> = cache.get_or_load("k", &opts(), || async { Ok(2) }).await;
     assert_eq!(v.unwrap(), 2);
-    assert!(t.elapsed() < Duration::from_secs(5), "took over after the lease ttl");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took over after the lease ttl"
+    );
     go_tx.send(()).unwrap();
     assert_eq!(stalled.await.unwrap(), 1);
-    assert_eq!(cache.stats().fills_rejected, 1, "the stalled holder's fill was refused");
+    assert_eq!(
+        cache.stats().fills_rejected,
+        1,
+        "the stalled holder's fill was refused"
+    );
     assert_eq!(cache.get::<u32>("k").await.unwrap(), Some(2));
 }
 
@@ -172,7 +248,14 @@ async fn dead_holder_is_taken_over() {
     let prefix = cache_tests::unique_prefix("dead_holder");
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(&exe)
-        .args(["--exact", "holder_child", "--ignored", "--nocapture", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "holder_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
         .env("HOLDER_URL", server.url())
         .env("HOLDER_PREFIX", &prefix)
         .stdout(Stdio::null())
@@ -200,14 +283,19 @@ async fn dead_holder_is_taken_over() {
     let t = Instant::now();
     let v: Result<u32, Infallible> = cache.get_or_load("k", &opts(), || async { Ok(7) }).await;
     assert_eq!(v.unwrap(), 7);
-    assert!(t.elapsed() < Duration::from_secs(3), "waited {:?}, lease ttl 500 ms", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "waited {:?}, lease ttl 500 ms",
+        t.elapsed()
+    );
     assert_eq!(cache.stats().loads, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a child process of dead_holder_is_taken_over"]
 async fn holder_child() {
-    let (Ok(url), Ok(prefix)) = (std::env::var("HOLDER_URL"), std::env::var("HOLDER_PREFIX")) else {
+    let (Ok(url), Ok(prefix)) = (std::env::var("HOLDER_URL"), std::env::var("HOLDER_PREFIX"))
+    else {
         panic!("run by dead_holder_is_taken_over");
     };
     let cache = Cache::builder()
@@ -221,7 +309,12 @@ async fn holder_child() {
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let _: Result<u32, Infallible> = cache
         .get_or_load("k", &opts(), || async move {
-            let _: () = redis::cmd("RPUSH").arg(format!("{prefix}:holding")).arg(1).query_async(&mut c).await.unwrap();
+            let _: () = redis::cmd("RPUSH")
+                .arg(format!("{prefix}:holding"))
+                .arg(1)
+                .query_async(&mut c)
+                .await
+                .unwrap();
             std::future::pending::<()>().await;
             Ok(0)
         })
@@ -279,9 +372,22 @@ async fn cancelled_leader_hands_over() {
         leader.abort();
         let t = Instant::now();
         for w in waiters {
-            assert_eq!(tokio::time::timeout(Duration::from_secs(10), w).await.unwrap().unwrap(), 42);
+            assert_eq!(
+                tokio::time::timeout(Duration::from_secs(10), w)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+                42
+            );
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "{backend:?}: no one waited out the 30 s lease");
-        assert_eq!(loads.load(SeqCst), 2, "{backend:?}: the cancelled load and one takeover");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{backend:?}: no one waited out the 30 s lease"
+        );
+        assert_eq!(
+            loads.load(SeqCst),
+            2,
+            "{backend:?}: the cancelled load and one takeover"
+        );
     }
 }

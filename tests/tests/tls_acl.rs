@@ -20,15 +20,19 @@ fn pki() -> Pki {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let server_key = KeyPair::generate().unwrap();
-    let server_cert = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
+    let server_cert =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.path().join("server.pem"), server_cert.pem()).unwrap();
     std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
-    Pki { ca_pem: ca.pem(), dir }
+    Pki {
+        ca_pem: ca.pem(),
+        dir,
+    }
 }
 
 fn path(p: &Pki, name: &str) -> String {
@@ -60,8 +64,14 @@ async fn tls_with_an_acl_user() {
     ]);
     let _ = &server;
     let url = format!("rediss://app:s3cret-pass@127.0.0.1:{tls_port}");
-    let builder = Cache::builder().url(&url).prefix("tls").tls_root_cert(pki.ca_pem.as_bytes());
-    assert!(!format!("{builder:?}").contains("s3cret-pass"), "builder Debug hides the password");
+    let builder = Cache::builder()
+        .url(&url)
+        .prefix("tls")
+        .tls_root_cert(pki.ca_pem.as_bytes());
+    assert!(
+        !format!("{builder:?}").contains("s3cret-pass"),
+        "builder Debug hides the password"
+    );
     let cache = builder.build().await.unwrap();
     assert!(!format!("{cache:?}").contains("s3cret-pass"));
     let opts = Options::new().ttl(Duration::from_secs(60));
@@ -74,9 +84,16 @@ async fn tls_with_an_acl_user() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_fails_open_and_is_counted() {
-    let server = RedisServer::start_with(&["--user", "app", "on", ">right", "~*", "&*", "+@all", "--user", "default", "off"]);
+    let server = RedisServer::start_with(&[
+        "--user", "app", "on", ">right", "~*", "&*", "+@all", "--user", "default", "off",
+    ]);
     let url = format!("redis://app:wrong@127.0.0.1:{}", server.port());
-    let cache = Cache::builder().url(&url).prefix("acl").build().await.unwrap();
+    let cache = Cache::builder()
+        .url(&url)
+        .prefix("acl")
+        .build()
+        .await
+        .unwrap();
     let opts = Options::new().ttl(Duration::from_secs(60));
     let v: Result<u32, Infallible> = cache.get_or_load("k", &opts, || async { Ok(5) }).await;
     assert_eq!(v.unwrap(), 5, "the loader still answers");

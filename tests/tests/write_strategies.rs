@@ -31,14 +31,22 @@ impl Repo {
     #[cached(key = "user:{id}", ttl = 600, cache = self.cache)]
     async fn user(&self, id: u64) -> Result<User, String> {
         USER_LOADS.fetch_add(1, SeqCst);
-        let name = USERS.lock().unwrap().get(&id).cloned().ok_or("no such user")?;
+        let name = USERS
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or("no such user")?;
         Ok(User { id, name })
     }
 
     #[cached(key = "user:{id}", ttl = 600, strategy = "through", cache = self.cache)]
     async fn rename(&self, id: u64, name: &str) -> Result<User, String> {
         USERS.lock().unwrap().insert(id, name.to_string());
-        Ok(User { id, name: name.to_string() })
+        Ok(User {
+            id,
+            name: name.to_string(),
+        })
     }
 }
 
@@ -46,22 +54,42 @@ impl Repo {
 async fn write_through_stores_the_new_value() {
     let server = cache_tests::shared();
     let repo = Repo {
-        cache: Cache::builder().url(server.url()).prefix(cache_tests::unique_prefix("through")).build().await.unwrap(),
+        cache: Cache::builder()
+            .url(server.url())
+            .prefix(cache_tests::unique_prefix("through"))
+            .build()
+            .await
+            .unwrap(),
     };
     USERS.lock().unwrap().insert(1, "Ada".into());
     assert_eq!(repo.user(1).await.unwrap().name, "Ada");
     let loads = USER_LOADS.load(SeqCst);
     assert_eq!(repo.rename(1, "Grace").await.unwrap().name, "Grace");
-    assert_eq!(repo.user(1).await.unwrap().name, "Grace", "the write stored its result");
-    assert_eq!(USER_LOADS.load(SeqCst), loads, "served from the cache, not reloaded");
+    assert_eq!(
+        repo.user(1).await.unwrap().name,
+        "Grace",
+        "the write stored its result"
+    );
+    assert_eq!(
+        USER_LOADS.load(SeqCst),
+        loads,
+        "served from the cache, not reloaded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_that_cannot_store_deletes_the_key() {
     // An ACL user that may run scripts but not SET: the store fails on the server.
-    let server = RedisServer::start_with(&["--user", "nowrite", "on", ">pw", "~*", "&*", "+@all", "-set"]);
+    let server = RedisServer::start_with(&[
+        "--user", "nowrite", "on", ">pw", "~*", "&*", "+@all", "-set",
+    ]);
     let prefix = cache_tests::unique_prefix("through_fail");
-    let full = Cache::builder().url(server.url()).prefix(&prefix).build().await.unwrap();
+    let full = Cache::builder()
+        .url(server.url())
+        .prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
     let restricted = Cache::builder()
         .url(format!("redis://nowrite:pw@127.0.0.1:{}", server.port()))
         .prefix(&prefix)
@@ -72,7 +100,11 @@ async fn write_through_that_cannot_store_deletes_the_key() {
     full.set("k", &"old", &opts).await.unwrap();
     restricted.write_through("k", &"new", &opts).await;
     assert!(restricted.stats().errors > 0, "the failed store is counted");
-    assert_eq!(full.get::<String>("k").await.unwrap(), None, "the old value was deleted, not kept");
+    assert_eq!(
+        full.get::<String>("k").await.unwrap(),
+        None,
+        "the old value was deleted, not kept"
+    );
 
     // A paused server: the store and the delete time out; the delete is retried
     // until the server answers, and reads bypass the cache meanwhile.
@@ -87,8 +119,14 @@ async fn write_through_that_cannot_store_deletes_the_key() {
     server.pause_clients(600).await;
     paused.write_through("p", &"new", &opts).await;
     assert_eq!(paused.pending_invalidations(), 1);
-    let v: Result<String, Infallible> = paused.get_or_load("p", &opts, || async { Ok("from the source".to_string()) }).await;
-    assert_eq!(v.unwrap(), "from the source", "no old value while the delete is pending");
+    let v: Result<String, Infallible> = paused
+        .get_or_load("p", &opts, || async { Ok("from the source".to_string()) })
+        .await;
+    assert_eq!(
+        v.unwrap(),
+        "from the source",
+        "no old value while the delete is pending"
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while paused.pending_invalidations() > 0 {
         assert!(Instant::now() < deadline, "the delete was not retried");
@@ -121,7 +159,12 @@ async fn save_balance(id: u64, balance: i64) -> Result<(), String> {
 
 #[cached(key = "balance:{id}", ttl = 600)]
 async fn balance(id: u64) -> Result<i64, String> {
-    BALANCES.lock().unwrap().get(&id).copied().ok_or_else(|| "none".to_string())
+    BALANCES
+        .lock()
+        .unwrap()
+        .get(&id)
+        .copied()
+        .ok_or_else(|| "none".to_string())
 }
 
 async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
@@ -148,28 +191,48 @@ async fn write_behind() {
     // 1. Ok(()) means: the value is in the cache and the call is in the stream.
     GATED.store(1, SeqCst);
     save_balance(1, 100).await.unwrap();
-    assert_eq!(cache.get::<i64>("balance:1").await.unwrap(), Some(100), "cached at once");
+    assert_eq!(
+        cache.get::<i64>("balance:1").await.unwrap(),
+        Some(100),
+        "cached at once"
+    );
     let (queued, _) = cache.write_behind_depth(name).await.unwrap();
     assert_eq!(queued, 1, "queued in the stream");
-    assert_eq!(balance(1).await, Ok(100), "readers see it before the database does");
+    assert_eq!(
+        balance(1).await,
+        Ok(100),
+        "readers see it before the database does"
+    );
     assert!(BALANCES.lock().unwrap().get(&1).is_none());
     GATED.store(0, SeqCst);
     GATE.add_permits(1);
-    until("the flush", async || BALANCES.lock().unwrap().get(&1) == Some(&100)).await;
+    until("the flush", async || {
+        BALANCES.lock().unwrap().get(&1) == Some(&100)
+    })
+    .await;
 
     // 2. Coalescing: 200 writes to one key, far fewer body runs, the last value wins.
     let before = BALANCE_WRITES.load(SeqCst);
     for v in 0..200 {
         save_balance(2, v).await.unwrap();
     }
-    until("the last value", async || BALANCES.lock().unwrap().get(&2) == Some(&199)).await;
+    until("the last value", async || {
+        BALANCES.lock().unwrap().get(&2) == Some(&199)
+    })
+    .await;
     let runs = BALANCE_WRITES.load(SeqCst) - before;
     assert!(runs < 200, "coalesced: {runs} body runs for 200 writes");
 
     // 3. A write that keeps failing goes to the dead-letter stream.
     save_balance(666, 1).await.unwrap();
-    until("the dead letter", async || cache.write_behind_depth(name).await.unwrap().1 == 1).await;
-    assert!(cache.stats().function(name).errors >= 5, "retried before giving up");
+    until("the dead letter", async || {
+        cache.write_behind_depth(name).await.unwrap().1 == 1
+    })
+    .await;
+    assert!(
+        cache.stats().function(name).errors >= 5,
+        "retried before giving up"
+    );
 
     // 4. shutdown() drains what is queued.
     for id in 10..60 {
@@ -177,7 +240,11 @@ async fn write_behind() {
     }
     cache.shutdown().await.unwrap();
     for id in 10..60 {
-        assert_eq!(BALANCES.lock().unwrap().get(&id), Some(&(id as i64 * 10)), "id {id} flushed by shutdown");
+        assert_eq!(
+            BALANCES.lock().unwrap().get(&id),
+            Some(&(id as i64 * 10)),
+            "id {id} flushed by shutdown"
+        );
     }
     assert_eq!(cache.write_behind_depth(name).await.unwrap().0, 0);
 }

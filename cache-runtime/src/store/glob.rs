@@ -59,7 +59,11 @@ fn class(p: &[u8], start: usize, c: u8) -> (bool, usize) {
             hit |= p[i + 1] == c;
             i += 2;
         } else if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-            let (lo, hi) = if p[i] <= p[i + 2] { (p[i], p[i + 2]) } else { (p[i + 2], p[i]) };
+            let (lo, hi) = if p[i] <= p[i + 2] {
+                (p[i], p[i + 2])
+            } else {
+                (p[i + 2], p[i])
+            };
             hit |= (lo..=hi).contains(&c);
             i += 3;
         } else {
@@ -68,7 +72,11 @@ fn class(p: &[u8], start: usize, c: u8) -> (bool, usize) {
         }
     }
     // An unclosed class runs to the end of the pattern, as in Redis.
-    let len = if i < p.len() { i + 1 - start } else { i - start };
+    let len = if i < p.len() {
+        i + 1 - start
+    } else {
+        i - start
+    };
     (hit != negate, len)
 }
 

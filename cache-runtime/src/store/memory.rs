@@ -58,7 +58,9 @@ impl Space {
 
     fn pttl(&mut self, key: &str, now: Instant) -> i64 {
         match self.map.get(key) {
-            Some(s) if s.expires > now => i64::try_from((s.expires - now).as_millis()).unwrap_or(i64::MAX),
+            Some(s) if s.expires > now => {
+                i64::try_from((s.expires - now).as_millis()).unwrap_or(i64::MAX)
+            }
             _ => -2,
         }
     }
@@ -80,7 +82,14 @@ impl Space {
     }
 
     /// Gives tags without a token a new one (as the scripts do).
-    fn ensure_tokens(&mut self, tag_keys: &[String], cur: Vec<Option<Vec<u8>>>, fresh: &str, ttl_ms: u64, now: Instant) -> String {
+    fn ensure_tokens(
+        &mut self,
+        tag_keys: &[String],
+        cur: Vec<Option<Vec<u8>>>,
+        fresh: &str,
+        ttl_ms: u64,
+        now: Instant,
+    ) -> String {
         let mut joined = Vec::new();
         for (i, (k, t)) in tag_keys.iter().zip(cur).enumerate() {
             let t = match t {
@@ -127,7 +136,12 @@ impl MemoryStore {
         }
     }
 
-    pub(crate) fn lookup(&self, k: &EntryKeys, tag_keys: &[String], lease: Option<&LeaseArgs<'_>>) -> Result<Lookup> {
+    pub(crate) fn lookup(
+        &self,
+        k: &EntryKeys,
+        tag_keys: &[String],
+        lease: Option<&LeaseArgs<'_>>,
+    ) -> Result<Lookup> {
         let now = Instant::now();
         let mut s = self.lock();
         let cur = s.tokens(tag_keys, now);
@@ -238,9 +252,9 @@ impl MemoryStore {
         let now = Instant::now();
         let mut s = self.lock();
         let before = s.map.len();
-        s.map
-            .retain(|k, slot| slot.expires > now && !super::glob::matches(pattern.as_bytes(), k.as_bytes()));
+        s.map.retain(|k, slot| {
+            slot.expires > now && !super::glob::matches(pattern.as_bytes(), k.as_bytes())
+        });
         Ok((before - s.map.len()) as u64)
     }
 }
-

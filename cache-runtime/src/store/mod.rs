@@ -10,6 +10,9 @@ pub(crate) mod redis;
 
 use crate::error::Result;
 
+// One per cache, inside its `Arc`: the size difference costs nothing, and
+// boxing would add an indirection to every operation.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Store {
     Redis(redis::RedisStore),
     Memory(memory::MemoryStore),
@@ -116,7 +119,12 @@ impl Store {
         dispatch!(self, _s => "redis", "memory", "pass-through")
     }
 
-    pub(crate) async fn lookup(&self, k: &EntryKeys, tag_keys: &[String], lease: Option<&LeaseArgs<'_>>) -> Result<Lookup> {
+    pub(crate) async fn lookup(
+        &self,
+        k: &EntryKeys,
+        tag_keys: &[String],
+        lease: Option<&LeaseArgs<'_>>,
+    ) -> Result<Lookup> {
         dispatch!(self, s => s.lookup(k, tag_keys, lease).await, s.lookup(k, tag_keys, lease), Ok(Lookup::Miss { corrupt: false }))
     }
 
@@ -129,7 +137,13 @@ impl Store {
         }
     }
 
-    pub(crate) async fn fill(&self, k: &EntryKeys, token: &str, bytes: &[u8], px: u64) -> Result<bool> {
+    pub(crate) async fn fill(
+        &self,
+        k: &EntryKeys,
+        token: &str,
+        bytes: &[u8],
+        px: u64,
+    ) -> Result<bool> {
         dispatch!(self, s => s.fill(k, token, bytes, px).await, s.fill(k, token, bytes, px), Ok(false))
     }
 
@@ -164,7 +178,12 @@ impl Store {
         dispatch!(self, s => s.delete(keys).await, s.delete(keys), Ok(0))
     }
 
-    pub(crate) async fn set_tokens(&self, keys: &[String], tokens: &[String], ttl_ms: u64) -> Result<()> {
+    pub(crate) async fn set_tokens(
+        &self,
+        keys: &[String],
+        tokens: &[String],
+        ttl_ms: u64,
+    ) -> Result<()> {
         dispatch!(self, s => s.set_tokens(keys, tokens, ttl_ms).await, s.set_tokens(keys, tokens, ttl_ms), Ok(()))
     }
 

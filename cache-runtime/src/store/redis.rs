@@ -78,7 +78,13 @@ impl RedisStore {
         let channel = format!("{prefix}:fills");
         let wakeups = Arc::new(Wakeups::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        tokio::spawn(subscribe(client.clone(), channel.clone(), flights, wakeups.clone(), stopped));
+        tokio::spawn(subscribe(
+            client.clone(),
+            channel.clone(),
+            flights,
+            wakeups.clone(),
+            stopped,
+        ));
         let store = RedisStore {
             client: client.clone(),
             conn,
@@ -99,7 +105,8 @@ impl RedisStore {
         let s = &self.scripts;
         for script in [&s.lookup, &s.fill, &s.release, &s.set, &s.behind] {
             let mut conn = self.conn.clone();
-            self.timed(async move { script.prepare_invoke().load_async(&mut conn).await }).await?;
+            self.timed(async move { script.prepare_invoke().load_async(&mut conn).await })
+                .await?;
         }
         Ok(())
     }
@@ -144,9 +151,20 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn lookup(&self, k: &EntryKeys, tag_keys: &[String], lease: Option<&LeaseArgs<'_>>) -> Result<Lookup> {
-        let bytes = k.entry.len() + k.lease.len() + tag_keys.iter().map(String::len).sum::<usize>() + 48;
-        let mut cmd = evalsha(&self.scripts.lookup, 2 + tag_keys.len(), 6 + tag_keys.len(), bytes);
+    pub(crate) async fn lookup(
+        &self,
+        k: &EntryKeys,
+        tag_keys: &[String],
+        lease: Option<&LeaseArgs<'_>>,
+    ) -> Result<Lookup> {
+        let bytes =
+            k.entry.len() + k.lease.len() + tag_keys.iter().map(String::len).sum::<usize>() + 48;
+        let mut cmd = evalsha(
+            &self.scripts.lookup,
+            2 + tag_keys.len(),
+            6 + tag_keys.len(),
+            bytes,
+        );
         cmd.arg(&k.entry).arg(&k.lease);
         for t in tag_keys {
             cmd.arg(t);
@@ -174,7 +192,10 @@ impl RedisStore {
             let mut cmd = redis::Cmd::with_capacity(2, entry.len() + 8);
             cmd.arg("GET").arg(entry);
             let v: Option<Vec<u8>> = self.timed(cmd.query_async(&mut conn)).await?;
-            return Ok(super::Peek { entry: v, tags: Vec::new() });
+            return Ok(super::Peek {
+                entry: v,
+                tags: Vec::new(),
+            });
         }
         let bytes = entry.len() + tag_keys.iter().map(String::len).sum::<usize>() + 8;
         let mut cmd = redis::Cmd::with_capacity(2 + tag_keys.len(), bytes);
@@ -199,9 +220,12 @@ impl RedisStore {
         let mut conn = self.conn.clone();
         let first: Result<T> = self.timed(cmd.query_async(&mut conn)).await;
         match first {
-            Err(Error::Store(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            Err(Error::Store(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
                 let mut c = self.conn.clone();
-                self.timed(async move { script.prepare_invoke().load_async(&mut c).await }).await?;
+                self.timed(async move { script.prepare_invoke().load_async(&mut c).await })
+                    .await?;
                 let mut c = self.conn.clone();
                 self.timed(cmd.query_async(&mut c)).await
             }
@@ -209,11 +233,23 @@ impl RedisStore {
         }
     }
 
-    pub(crate) async fn fill(&self, k: &EntryKeys, token: &str, bytes: &[u8], px: u64) -> Result<bool> {
+    pub(crate) async fn fill(
+        &self,
+        k: &EntryKeys,
+        token: &str,
+        bytes: &[u8],
+        px: u64,
+    ) -> Result<bool> {
         let mut inv = self.scripts.fill.key(&k.entry);
-        inv.key(&k.lease).arg(token).arg(bytes).arg(px).arg(&self.channel);
+        inv.key(&k.lease)
+            .arg(token)
+            .arg(bytes)
+            .arg(px)
+            .arg(&self.channel);
         let mut conn = self.conn.clone();
-        let n: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        let n: i64 = self
+            .timed(async move { inv.invoke_async(&mut conn).await })
+            .await?;
         Ok(n == 1)
     }
 
@@ -221,7 +257,9 @@ impl RedisStore {
         let mut inv = self.scripts.release.key(&k.lease);
         inv.key(&k.entry).arg(token).arg(&self.channel);
         let mut conn = self.conn.clone();
-        let _: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        let _: i64 = self
+            .timed(async move { inv.invoke_async(&mut conn).await })
+            .await?;
         Ok(())
     }
 
@@ -241,28 +279,43 @@ impl RedisStore {
         for t in tag_keys {
             inv.key(t);
         }
-        inv.arg(head).arg(tail).arg(px).arg(tag_ttl_ms).arg(fresh).arg(&self.channel);
+        inv.arg(head)
+            .arg(tail)
+            .arg(px)
+            .arg(tag_ttl_ms)
+            .arg(fresh)
+            .arg(&self.channel);
         let mut conn = self.conn.clone();
-        let _: i64 = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        let _: i64 = self
+            .timed(async move { inv.invoke_async(&mut conn).await })
+            .await?;
         Ok(())
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("GET").arg(key).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await }).await
+        self.timed(async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     pub(crate) async fn put_raw(&self, key: &str, bytes: &[u8], px: u64) -> Result<()> {
         let mut conn = self.conn.clone();
-        let cmd = redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(px).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await }).await
+        let cmd = redis::cmd("SET")
+            .arg(key)
+            .arg(bytes)
+            .arg("PX")
+            .arg(px)
+            .to_owned();
+        self.timed(async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     pub(crate) async fn pttl(&self, key: &str) -> Result<i64> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("PTTL").arg(key).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await }).await
+        self.timed(async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     /// Stores an entry and appends a write-behind call to `stream`, atomically.
@@ -294,14 +347,17 @@ impl RedisStore {
             .arg(key)
             .arg(args);
         let mut conn = self.conn.clone();
-        let _: String = self.timed(async move { inv.invoke_async(&mut conn).await }).await?;
+        let _: String = self
+            .timed(async move { inv.invoke_async(&mut conn).await })
+            .await?;
         Ok(())
     }
 
     pub(crate) async fn xlen(&self, stream: &str) -> Result<u64> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("XLEN").arg(stream).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await }).await
+        self.timed(async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     /// The client, for connections of their own (blocking stream reads).
@@ -315,7 +371,8 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("MGET").arg(keys).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await }).await
+        self.timed(async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64> {
@@ -324,10 +381,16 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("UNLINK").arg(keys).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await }).await
+        self.timed(async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
-    pub(crate) async fn set_tokens(&self, keys: &[String], tokens: &[String], ttl_ms: u64) -> Result<()> {
+    pub(crate) async fn set_tokens(
+        &self,
+        keys: &[String],
+        tokens: &[String],
+        ttl_ms: u64,
+    ) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
         }
@@ -336,7 +399,8 @@ impl RedisStore {
             pipe.cmd("SET").arg(k).arg(t).arg("PX").arg(ttl_ms).ignore();
         }
         let mut conn = self.conn.clone();
-        self.timed(async move { pipe.query_async::<()>(&mut conn).await }).await
+        self.timed(async move { pipe.query_async::<()>(&mut conn).await })
+            .await
     }
 
     /// SCAN + UNLINK in batches; never KEYS. Each step has its own timeout.
@@ -352,7 +416,9 @@ impl RedisStore {
                 .arg("COUNT")
                 .arg(1000)
                 .to_owned();
-            let (next, keys): (u64, Vec<String>) = self.timed(async move { cmd.query_async(&mut conn).await }).await?;
+            let (next, keys): (u64, Vec<String>) = self
+                .timed(async move { cmd.query_async(&mut conn).await })
+                .await?;
             deleted += self.delete(&keys).await?;
             if next == 0 {
                 return Ok(deleted);
@@ -442,7 +508,12 @@ async fn subscribe(
 }
 
 fn parse_lookup(v: Value) -> Result<Lookup> {
-    let bad = || Error::Store(redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "unexpected reply from the lookup script")));
+    let bad = || {
+        Error::Store(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "unexpected reply from the lookup script",
+        )))
+    };
     match v {
         Value::BulkString(bytes) => Ok(Lookup::Hit(bytes)),
         Value::Array(items) => {
@@ -464,7 +535,10 @@ fn parse_lookup(v: Value) -> Result<Lookup> {
                         Value::Int(n) => n,
                         _ => return Err(bad()),
                     };
-                    Ok(Lookup::Held { pttl_ms: pttl, corrupt })
+                    Ok(Lookup::Held {
+                        pttl_ms: pttl,
+                        corrupt,
+                    })
                 }
                 _ => Err(bad()),
             }

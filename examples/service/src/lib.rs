@@ -66,7 +66,10 @@ impl App {
             .query_opt("SELECT id, name FROM service_users WHERE id = $1", &[&id])
             .await?
             .ok_or(DbError::NotFound)?;
-        Ok(User { id: row.get(0), name: row.get(1) })
+        Ok(User {
+            id: row.get(0),
+            name: row.get(1),
+        })
     }
 
     /// Creates or renames a user; the returned row is written through to the cache.
@@ -80,13 +83,18 @@ impl App {
                 &[&id, &name],
             )
             .await?;
-        Ok(User { id: row.get(0), name: row.get(1) })
+        Ok(User {
+            id: row.get(0),
+            name: row.get(1),
+        })
     }
 
     /// Deletes a user, then its cache entry.
     #[invalidates(keys = ["user:{id}"], cache = self.cache)]
     pub async fn delete(&self, id: i64) -> Result<(), DbError> {
-        self.db.execute("DELETE FROM service_users WHERE id = $1", &[&id]).await?;
+        self.db
+            .execute("DELETE FROM service_users WHERE id = $1", &[&id])
+            .await?;
         Ok(())
     }
 }
@@ -98,7 +106,10 @@ fn status(e: DbError) -> (StatusCode, String) {
     }
 }
 
-async fn get_user(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<Json<User>, (StatusCode, String)> {
+async fn get_user(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+) -> Result<Json<User>, (StatusCode, String)> {
     app.user(id).await.map(Json).map_err(status)
 }
 
@@ -110,8 +121,14 @@ async fn put_user(
     app.save(id, body.name).await.map(Json).map_err(status)
 }
 
-async fn delete_user(State(app): State<Arc<App>>, Path(id): Path<i64>) -> Result<StatusCode, (StatusCode, String)> {
-    app.delete(id).await.map(|()| StatusCode::NO_CONTENT).map_err(status)
+async fn delete_user(
+    State(app): State<Arc<App>>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, (StatusCode, String)> {
+    app.delete(id)
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+        .map_err(status)
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> String {
@@ -121,7 +138,10 @@ async fn metrics(State(app): State<Arc<App>>) -> String {
 /// The HTTP routes.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/users/{id}", get(get_user).put(put_user).delete(delete_user))
+        .route(
+            "/users/{id}",
+            get(get_user).put(put_user).delete(delete_user),
+        )
         .route("/metrics", get(metrics))
         .with_state(app)
 }

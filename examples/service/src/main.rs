@@ -16,7 +16,8 @@ use cache_runtime::Cache;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The recorder first, so that the cache's counters are registered with it.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
-    let db_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "host=127.0.0.1 user=postgres password=postgres dbname=test".into());
+    let db_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 user=postgres password=postgres dbname=test".into());
     let (db, conn) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);
     let builder = Cache::builder().prefix("service");

@@ -8,7 +8,12 @@ use cache_runtime::Cache;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 request; returns (status, body).
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let body = body.unwrap_or("");
     let req = format!(
@@ -18,8 +23,15 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: Option
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -38,15 +50,25 @@ async fn reads_hit_updates_show_and_metrics_move() {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).unwrap();
 
-    let pg = std::env::var("CACHE_TEST_PG")
-        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres password=postgres dbname=test".into());
+    let pg = std::env::var("CACHE_TEST_PG").unwrap_or_else(|_| {
+        "host=127.0.0.1 port=5432 user=postgres password=postgres dbname=test".into()
+    });
     let (db, conn) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
         .await
         .expect("PostgreSQL on 127.0.0.1:5432 (run scripts/install-postgres.sh)");
     tokio::spawn(conn);
     let redis = cache_tests::RedisServer::start();
-    let cache = Cache::builder().url(redis.url()).prefix("service").build().await.unwrap();
-    let app = Arc::new(App { db, cache, metrics: handle });
+    let cache = Cache::builder()
+        .url(redis.url())
+        .prefix("service")
+        .build()
+        .await
+        .unwrap();
+    let app = Arc::new(App {
+        db,
+        cache,
+        metrics: handle,
+    });
     app.migrate().await.unwrap();
     let id = i64::from(std::process::id()) * 1000;
 
@@ -56,7 +78,13 @@ async fn reads_hit_updates_show_and_metrics_move() {
 
     let (s, _) = http(addr, "GET", &format!("/users/{id}"), None).await;
     assert_eq!(s, 404);
-    let (s, body) = http(addr, "PUT", &format!("/users/{id}"), Some(r#"{"name":"Ada"}"#)).await;
+    let (s, body) = http(
+        addr,
+        "PUT",
+        &format!("/users/{id}"),
+        Some(r#"{"name":"Ada"}"#),
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     for _ in 0..3 {
         let (s, body) = http(addr, "GET", &format!("/users/{id}"), None).await;
@@ -66,12 +94,24 @@ async fn reads_hit_updates_show_and_metrics_move() {
     let hits = counter(&m, "cache_hits_total");
     assert!(hits >= 3, "reads after the write are hits: {m}");
 
-    let (s, _) = http(addr, "PUT", &format!("/users/{id}"), Some(r#"{"name":"Grace"}"#)).await;
+    let (s, _) = http(
+        addr,
+        "PUT",
+        &format!("/users/{id}"),
+        Some(r#"{"name":"Grace"}"#),
+    )
+    .await;
     assert_eq!(s, 200);
     let (_, body) = http(addr, "GET", &format!("/users/{id}"), None).await;
-    assert!(body.contains("Grace"), "the update is visible on the next read: {body}");
+    assert!(
+        body.contains("Grace"),
+        "the update is visible on the next read: {body}"
+    );
     let (_, m) = http(addr, "GET", "/metrics", None).await;
-    assert!(counter(&m, "cache_hits_total") > hits, "the hit counter moved");
+    assert!(
+        counter(&m, "cache_hits_total") > hits,
+        "the hit counter moved"
+    );
 
     let (s, _) = http(addr, "DELETE", &format!("/users/{id}"), None).await;
     assert_eq!(s, 204);

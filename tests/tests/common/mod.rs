@@ -20,7 +20,9 @@ impl Backend {
         let prefix = cache_tests::unique_prefix(name);
         match self {
             Backend::Memory => Cache::builder().memory().prefix(prefix),
-            Backend::Redis => Cache::builder().url(cache_tests::shared().url()).prefix(prefix),
+            Backend::Redis => Cache::builder()
+                .url(cache_tests::shared().url())
+                .prefix(prefix),
         }
     }
 }

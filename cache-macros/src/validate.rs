@@ -1,0 +1,582 @@
+//! Checks of the arguments against the function they are put on: the
+//! function's shape, its return type, and the names its templates use.
+//! Produces the plans that `expand` turns into code.
+
+use proc_macro2::Span;
+use syn::ext::IdentExt as _;
+use syn::{
+    FnArg, GenericArgument, Ident, ItemFn, Member, Pat, PathArguments, Receiver, ReturnType,
+    Signature, Type,
+};
+
+use crate::args::{CachedArgs, InvalidatesArgs, Strategy, TemplateArg, When};
+use crate::errors::{Errors, closest, one_of};
+use crate::template::{self, Modifier, Part, Placeholder};
+
+/// What `#[cached]` generates, once every check has passed.
+pub struct CachedPlan<'a> {
+    /// The function as written.
+    pub item: &'a ItemFn,
+    /// Its return type: the cached value's type (`()` for write-behind
+    /// functions that return nothing).
+    pub ret: Type,
+    /// The strategy.
+    pub strategy: Strategy,
+    /// With write-behind: the non-`self` arguments (all plain names) and
+    /// which of them is the value.
+    pub behind: Option<BehindPlan<'a>>,
+    /// The key.
+    pub key: Key,
+    /// The tags.
+    pub tags: Vec<Resolved>,
+    /// Every argument, for the options.
+    pub args: &'a CachedArgs,
+}
+
+/// A write-behind function's arguments.
+pub struct BehindPlan<'a> {
+    /// Every argument: its name and type, in order.
+    pub params: Vec<(&'a Ident, &'a Type)>,
+    /// The index in `params` of the value to cache.
+    pub value: usize,
+}
+
+/// The key of a cached function.
+pub enum Key {
+    /// `key = "..."`.
+    Template(Resolved),
+    /// No `key`: the function's path and the hash of these arguments.
+    Default(Vec<Ident>),
+}
+
+/// What `#[invalidates]` generates, once every check has passed.
+pub struct InvalidatesPlan<'a> {
+    /// The function as written.
+    pub item: &'a ItemFn,
+    /// Keys to delete.
+    pub keys: Vec<Resolved>,
+    /// Tags to invalidate.
+    pub tags: Vec<Resolved>,
+    /// Patterns to delete.
+    pub patterns: Vec<Resolved>,
+    /// When to invalidate.
+    pub when: When,
+    /// `cache`, `crate`.
+    pub args: &'a InvalidatesArgs,
+}
+
+/// A template whose placeholders are resolved to arguments.
+pub struct Resolved {
+    /// Literal text and values, in order.
+    pub pieces: Vec<Piece>,
+}
+
+/// One piece of a resolved template.
+pub enum Piece {
+    /// Literal text.
+    Text(String),
+    /// A value taken from the arguments.
+    Value(Value),
+}
+
+/// `{root.fields:modifier}`, resolved.
+pub struct Value {
+    /// The argument (or `self`) the value starts from.
+    pub root: Ident,
+    /// The field accesses, spanned at the template.
+    pub fields: Vec<Member>,
+    /// Display or hash.
+    pub modifier: Modifier,
+    /// Where the placeholder is written.
+    pub span: Span,
+}
+
+/// The parts of a signature that templates refer to.
+struct FnInfo<'a> {
+    sig: &'a Signature,
+    receiver: Option<&'a Receiver>,
+    /// The non-`self` arguments: their pattern, and its name when it is a
+    /// plain binding.
+    params: Vec<(&'a Pat, Option<&'a Ident>)>,
+}
+
+impl<'a> FnInfo<'a> {
+    fn new(sig: &'a Signature) -> Self {
+        let mut receiver = None;
+        let mut params = Vec::new();
+        for input in &sig.inputs {
+            match input {
+                FnArg::Receiver(r) => receiver = Some(r),
+                FnArg::Typed(typed) => {
+                    let ident = match &*typed.pat {
+                        Pat::Ident(pat) if pat.subpat.is_none() => Some(&pat.ident),
+                        _ => None,
+                    };
+                    params.push((&*typed.pat, ident));
+                }
+            }
+        }
+        FnInfo {
+            sig,
+            receiver,
+            params,
+        }
+    }
+
+    /// The argument called `name` (`r#type` and `type` are the same name).
+    fn param(&self, name: &str) -> Option<&'a Ident> {
+        let name = name.trim_start_matches("r#");
+        self.params
+            .iter()
+            .filter_map(|(_, ident)| *ident)
+            .find(|ident| ident.unraw() == name)
+    }
+
+    /// The names a placeholder can start with.
+    fn names(&self) -> Vec<String> {
+        let receiver = self.receiver.map(|_| "self".to_string());
+        receiver
+            .into_iter()
+            .chain(
+                self.params
+                    .iter()
+                    .filter_map(|(_, ident)| ident.map(ToString::to_string)),
+            )
+            .collect()
+    }
+
+    /// Resolves a template's placeholders, recording every one that names
+    /// nothing.
+    fn resolve(&self, arg: &TemplateArg, errors: &mut Errors) -> Option<Resolved> {
+        let template = arg.template.as_ref()?;
+        let text = arg.lit.value();
+        // Every part is looked at (no short cut), so every error is recorded.
+        let pieces: Vec<Option<Piece>> = template
+            .parts
+            .iter()
+            .map(|part| match part {
+                Part::Text(text) => Some(Piece::Text(text.clone())),
+                Part::Hole(hole) => self
+                    .resolve_hole(arg, &text, hole, errors)
+                    .map(Piece::Value),
+            })
+            .collect();
+        let pieces = pieces.into_iter().collect::<Option<Vec<Piece>>>()?;
+        Some(Resolved { pieces })
+    }
+
+    /// Resolves one placeholder of `arg` (whose value is `text`).
+    fn resolve_hole(
+        &self,
+        arg: &TemplateArg,
+        text: &str,
+        hole: &Placeholder,
+        errors: &mut Errors,
+    ) -> Option<Value> {
+        let span = template::span_of(&arg.lit, hole.range.clone());
+        let source = hole.source(text);
+        let root = self.resolve_root(&hole.root, source, span, errors)?;
+        let fields = hole
+            .fields
+            .iter()
+            .map(|field| member(field, span))
+            .collect();
+        let Some(fields) = fields else {
+            errors.at(span, format!("invalid field in `{source}`"));
+            return None;
+        };
+        Some(Value {
+            root,
+            fields,
+            modifier: hole.modifier,
+            span,
+        })
+    }
+
+    /// The identifier a placeholder starts from: located at the template,
+    /// resolved like the argument (or receiver) it names.
+    fn resolve_root(
+        &self,
+        root: &str,
+        source: &str,
+        span: Span,
+        errors: &mut Errors,
+    ) -> Option<Ident> {
+        if root == "self" {
+            let Some(receiver) = self.receiver else {
+                errors.at(
+                    span,
+                    format!(
+                        "`{source}`: `{}` has no `self` receiver; {}",
+                        self.sig.ident,
+                        self.list_names(),
+                    ),
+                );
+                return None;
+            };
+            return Some(Ident::new(
+                "self",
+                span.resolved_at(receiver.self_token.span),
+            ));
+        }
+        let Some(param) = self.param(root) else {
+            let names = self.names();
+            let hint = closest(root, names.iter().map(String::as_str))
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            errors.at(
+                span,
+                format!(
+                    "`{source}` names no argument of `{}`{hint}; {}",
+                    self.sig.ident,
+                    self.list_names(),
+                ),
+            );
+            return None;
+        };
+        let mut ident = param.clone();
+        ident.set_span(span.resolved_at(param.span()));
+        Some(ident)
+    }
+
+    /// "its arguments are `a` and `b`", or "it takes no arguments".
+    fn list_names(&self) -> String {
+        let names = self.names();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        match names.as_slice() {
+            [] => "it takes no arguments".to_string(),
+            [one] => format!("its only argument is `{one}`"),
+            _ => format!(
+                "its arguments are {}",
+                one_of(&names).replace(" or ", " and ")
+            ),
+        }
+    }
+
+    fn resolve_all(&self, args: &[TemplateArg], errors: &mut Errors) -> Option<Vec<Resolved>> {
+        let resolved: Vec<Option<Resolved>> =
+            args.iter().map(|arg| self.resolve(arg, errors)).collect();
+        resolved.into_iter().collect()
+    }
+
+    /// The argument names the default key hashes; records the arguments
+    /// that have no name.
+    fn default_key(&self, errors: &mut Errors) -> Option<Vec<Ident>> {
+        let mut idents = Vec::with_capacity(self.params.len());
+        for (pat, ident) in &self.params {
+            match ident {
+                Some(ident) => idents.push((*ident).clone()),
+                None => errors.spanned(
+                    pat,
+                    "the default key hashes every argument by name, and this one is a pattern; \
+                     bind it to a name, or give the key with `key = \"...\"`",
+                ),
+            }
+        }
+        (idents.len() == self.params.len()).then_some(idents)
+    }
+}
+
+/// A field name or tuple index, spanned at the template.
+fn member(field: &str, span: Span) -> Option<Member> {
+    if template::is_tuple_index(field) {
+        let index = field.parse::<u32>().ok()?;
+        return Some(Member::Unnamed(syn::Index { index, span }));
+    }
+    let mut ident = syn::parse_str::<Ident>(field).ok()?;
+    ident.set_span(span);
+    Some(Member::Named(ident))
+}
+
+/// Records an error unless `sig` is an `async fn`.
+fn check_async(sig: &Signature, macro_name: &str, errors: &mut Errors) {
+    if sig.asyncness.is_none() {
+        errors.at(
+            sig.fn_token.span,
+            format!(
+                "`#[{macro_name}]` goes on an `async fn`; write `async fn {}`",
+                sig.ident
+            ),
+        );
+    }
+}
+
+/// The return type of a cached function, when it can hold a cached value.
+fn cached_return<'a>(sig: &'a Signature, errors: &mut Errors) -> Option<&'a Type> {
+    let ty = match &sig.output {
+        ReturnType::Type(_, ty) => &**ty,
+        ReturnType::Default => {
+            errors.at(
+                sig.ident.span(),
+                format!(
+                    "`{}` returns nothing, so `#[cached]` has nothing to cache; return the value, \
+                     or use `#[invalidates]` for a function called for its effect",
+                    sig.ident
+                ),
+            );
+            return None;
+        }
+    };
+    match peel(ty) {
+        Type::Tuple(tuple) if tuple.elems.is_empty() => {
+            errors.spanned(
+                ty,
+                "`#[cached]` has nothing to cache in `()`; return the value, \
+                 or use `#[invalidates]` for a function called for its effect",
+            );
+            None
+        }
+        Type::Never(_) => {
+            errors.spanned(ty, "`#[cached]` has nothing to cache in `!`");
+            None
+        }
+        Type::Reference(_) => {
+            errors.spanned(
+                ty,
+                "`#[cached]` cannot return a reference: cached values are decoded from the store, \
+                 so return an owned type (such as `String` for `&str`, or `Vec<T>` for `&[T]`)",
+            );
+            None
+        }
+        _ => match find_impl_trait(ty) {
+            Some(found) => {
+                errors.spanned(
+                    found,
+                    "`#[cached]` cannot cache an `impl Trait` return type: the value is decoded \
+                     from the store, so name a concrete `Serialize + DeserializeOwned` type",
+                );
+                None
+            }
+            None => Some(ty),
+        },
+    }
+}
+
+fn peel(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(paren) => peel(&paren.elem),
+        Type::Group(group) => peel(&group.elem),
+        other => other,
+    }
+}
+
+/// The first `impl Trait` inside `ty`, if any.
+fn find_impl_trait(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::ImplTrait(_) => Some(ty),
+        Type::Paren(t) => find_impl_trait(&t.elem),
+        Type::Group(t) => find_impl_trait(&t.elem),
+        Type::Array(t) => find_impl_trait(&t.elem),
+        Type::Slice(t) => find_impl_trait(&t.elem),
+        Type::Reference(t) => find_impl_trait(&t.elem),
+        Type::Ptr(t) => find_impl_trait(&t.elem),
+        Type::Tuple(t) => t.elems.iter().find_map(find_impl_trait),
+        Type::Path(t) => t
+            .path
+            .segments
+            .iter()
+            .find_map(|segment| match &segment.arguments {
+                PathArguments::AngleBracketed(args) => args.args.iter().find_map(|arg| match arg {
+                    GenericArgument::Type(ty) => find_impl_trait(ty),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+        _ => None,
+    }
+}
+
+/// With `when = "after"` or `"both"`, the return value is held and checked
+/// for success, so its type must be nameable.
+fn check_nameable_return(sig: &Signature, errors: &mut Errors) {
+    if let ReturnType::Type(_, ty) = &sig.output
+        && let Some(found) = find_impl_trait(ty)
+    {
+        errors.spanned(
+            found,
+            "`#[invalidates]` holds the return value to check it for success, so it needs a \
+             concrete return type, not `impl Trait`; or use `when = \"before\"`, which leaves \
+             the body as written",
+        );
+    }
+}
+
+/// Checks `strategy` and the arguments that only apply to `"behind"`.
+fn check_strategy(args: &CachedArgs, info: &FnInfo, errors: &mut Errors) {
+    let strategy = args.strategy.as_ref();
+    match strategy.map(|s| s.value) {
+        None | Some(Strategy::Aside | Strategy::Through) => {
+            for name in &args.behind.given {
+                errors.at(
+                    name.span(),
+                    format!("`{name}` only applies with `strategy = \"behind\"`"),
+                );
+            }
+        }
+        Some(Strategy::Behind) => {}
+    }
+    if let Some(strategy) = strategy
+        && strategy.value == Strategy::Behind
+    {
+        check_behind(args, info, strategy.lit.span(), errors);
+    }
+}
+
+/// Write-behind stores the call and replays it later, in a flusher that may
+/// run in another process: no `self`, no generics, owned and nameable
+/// arguments, and an explicit key (the one readers use).
+fn check_behind(args: &CachedArgs, info: &FnInfo, at: Span, errors: &mut Errors) {
+    if info.receiver.is_some() {
+        errors.at(
+            at,
+            "`strategy = \"behind\"` replays the call later, in a flusher that has no `self`: \
+             put it on a free function",
+        );
+    }
+    if !info.sig.generics.params.is_empty() {
+        errors.spanned(
+            &info.sig.generics,
+            "`strategy = \"behind\"` functions cannot be generic: their calls are stored and replayed",
+        );
+    }
+    for input in &info.sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            if !matches!(&*typed.pat, Pat::Ident(p) if p.subpat.is_none()) {
+                errors.spanned(
+                    &typed.pat,
+                    "`strategy = \"behind\"` arguments must be plain names",
+                );
+            }
+            if matches!(peel(&typed.ty), Type::Reference(_)) {
+                errors.spanned(
+                    &typed.ty,
+                    "`strategy = \"behind\"` stores the call's arguments in Redis: \
+                     take an owned, serializable type here (such as `String` for `&str`)",
+                );
+            }
+        }
+    }
+    if args.key.is_none() {
+        errors.at(
+            at,
+            "`strategy = \"behind\"` needs an explicit `key = \"...\"`: the key under which readers find the value",
+        );
+    }
+    check_behind_value(args, info, at, errors);
+}
+
+/// With `"behind"`: `value` names an argument, or the function has exactly
+/// one argument besides `self`.
+fn check_behind_value(args: &CachedArgs, info: &FnInfo, at: Span, errors: &mut Errors) {
+    match &args.behind.value {
+        Some(value) => {
+            if info.param(&value.to_string()).is_none() {
+                let names = info.names();
+                let hint = closest(&value.to_string(), names.iter().map(String::as_str))
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                errors.at(
+                    value.span(),
+                    format!(
+                        "`value = {value}` names no argument of `{}`{hint}; {}",
+                        info.sig.ident,
+                        info.list_names()
+                    ),
+                );
+            }
+        }
+        None if info.params.len() == 1 => {}
+        None => errors.at(
+            at,
+            format!(
+                "cannot identify the value to cache: `{}` takes {} arguments besides `self`; \
+                 say which one is the value with `value = <argument>` ({})",
+                info.sig.ident,
+                info.params.len(),
+                info.list_names(),
+            ),
+        ),
+    }
+}
+
+/// Checks `#[cached]` against its function; the plan when nothing is wrong.
+pub fn cached<'a>(
+    args: &'a CachedArgs,
+    item: &'a ItemFn,
+    errors: &mut Errors,
+) -> Option<CachedPlan<'a>> {
+    let info = FnInfo::new(&item.sig);
+    check_async(&item.sig, "cached", errors);
+    let strategy = args.strategy.as_ref().map_or(Strategy::Aside, |s| s.value);
+    let ret = match strategy {
+        // Write-behind returns `()` or `Result<(), E>` (checked by the
+        // runtime's `Acknowledge` bound), never a value to cache.
+        Strategy::Behind => Some(match &item.sig.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => syn::parse_quote!(()),
+        }),
+        _ => cached_return(&item.sig, errors).cloned(),
+    };
+    check_strategy(args, &info, errors);
+    let behind = (strategy == Strategy::Behind)
+        .then(|| behind_plan(args, &info))
+        .flatten();
+    let key = match &args.key {
+        Some(key) => info.resolve(key, errors).map(Key::Template),
+        None => info.default_key(errors).map(Key::Default),
+    };
+    let tags = info.resolve_all(&args.tags, errors);
+    Some(CachedPlan {
+        item,
+        ret: ret?,
+        strategy,
+        behind,
+        key: key?,
+        tags: tags?,
+        args,
+    })
+}
+
+fn behind_plan<'a>(args: &CachedArgs, info: &FnInfo<'a>) -> Option<BehindPlan<'a>> {
+    let mut params = Vec::new();
+    for input in &info.sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            let Pat::Ident(pat) = &*typed.pat else {
+                return None;
+            };
+            params.push((&pat.ident, &*typed.ty));
+        }
+    }
+    let value = match &args.behind.value {
+        Some(v) => params.iter().position(|(n, _)| n.unraw() == v.unraw())?,
+        None if params.len() == 1 => 0,
+        None => return None,
+    };
+    Some(BehindPlan { params, value })
+}
+
+/// Checks `#[invalidates]` against its function; the plan when nothing is
+/// wrong.
+pub fn invalidates<'a>(
+    args: &'a InvalidatesArgs,
+    item: &'a ItemFn,
+    errors: &mut Errors,
+) -> Option<InvalidatesPlan<'a>> {
+    let info = FnInfo::new(&item.sig);
+    check_async(&item.sig, "invalidates", errors);
+    let when = args.when.as_ref().map_or(When::After, |w| w.value);
+    if when != When::Before {
+        check_nameable_return(&item.sig, errors);
+    }
+    let keys = info.resolve_all(&args.keys, errors);
+    let tags = info.resolve_all(&args.tags, errors);
+    let patterns = info.resolve_all(&args.patterns, errors);
+    Some(InvalidatesPlan {
+        item,
+        keys: keys?,
+        tags: tags?,
+        patterns: patterns?,
+        when,
+        args,
+    })
+}

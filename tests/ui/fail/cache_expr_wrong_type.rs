@@ -1,0 +1,14 @@
+use cache_runtime::cached;
+
+struct Repo {
+    cache: String,
+}
+
+impl Repo {
+    #[cached(key = "user:{id}", cache = self.cache)]
+    async fn get_user(&self, id: u64) -> Option<u64> {
+        Some(id)
+    }
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use cache_runtime::cached;
+
+#[cached(key = "user:{id}", ttl = 60, ttl = "1h")]
+async fn get_user(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+fn main() {}

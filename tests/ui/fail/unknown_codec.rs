@@ -1,0 +1,13 @@
+use cache_runtime::cached;
+
+#[cached(key = "user:{id}", codec = "cbor")]
+async fn get_user(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+#[cached(key = "user2:{id}", codec = "jsno")]
+async fn get_user2(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+fn main() {}
