@@ -345,17 +345,18 @@ fn behind_fn(
             .map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     );
     let run = match &args.behind.flush_batch {
+        // A batch holds at most one call per key (the flusher coalesces), so
+        // its calls are independent and run concurrently.
         None => quote! {
-            let mut __cache_results = #p::std::vec::Vec::with_capacity(__cache_batch.len());
-            for __cache_bytes in __cache_batch {
-                __cache_results.push(match #p::decode_args::<(#(#tys,)*)>(&__cache_bytes) {
+            #p::join_all(__cache_batch.into_iter().map(|__cache_bytes| async move {
+                match #p::decode_args::<(#(#tys,)*)>(&__cache_bytes) {
                     #p::core::result::Result::Ok((#(#names,)*)) => {
                         #outcome(__cache_body(#(#names),*).await)
                     }
                     #p::core::result::Result::Err(__cache_e) => #p::core::result::Result::Err(__cache_e),
-                });
-            }
-            __cache_results
+                }
+            }))
+            .await
         },
         Some(bulk) => quote! {
             let mut __cache_values = #p::std::vec::Vec::with_capacity(__cache_batch.len());

@@ -14,6 +14,7 @@ pub use crate::codec::CodecKind;
 pub use crate::key::KeyWriter;
 pub use crate::{Cache, Options};
 pub use core;
+pub use futures_util::future::join_all;
 pub use linkme;
 pub use serde;
 pub use std;

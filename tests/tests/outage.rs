@@ -129,5 +129,8 @@ async fn invalidation_during_an_outage_is_retried_and_never_lost() {
         Some(10),
         "refilled from the loader"
     );
-    assert!(cache.stats().errors > 0, "the failed invalidation was counted");
+    assert!(
+        cache.stats().errors > 0,
+        "the failed invalidation was counted"
+    );
 }
