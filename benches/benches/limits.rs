@@ -4,7 +4,7 @@
 //! the codec table.
 //!
 //! ```text
-//! cargo bench -p cache-benches --bench limits
+//! cargo bench -p cache-benches --bench limits --features bincode
 //! ```
 
 use std::convert::Infallible;
@@ -284,7 +284,14 @@ fn codec_table() {
     println!();
     println!("| codec | encoded bytes | encode | decode |");
     println!("|---|---|---|---|");
-    for codec in [CodecKind::Postcard, CodecKind::Json, CodecKind::MsgPack] {
+    let codecs = [
+        CodecKind::Postcard,
+        CodecKind::Json,
+        CodecKind::MsgPack,
+        #[cfg(feature = "bincode")]
+        CodecKind::Bincode,
+    ];
+    for codec in codecs {
         let mut buf = Vec::new();
         codec.encode(&r, &mut buf).expect("encode");
         let size = buf.len();
