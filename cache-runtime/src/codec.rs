@@ -1,7 +1,7 @@
 //! Value encodings.
 //!
 //! Every cached value is serialized by a [`Codec`] and wrapped in a versioned
-//! [envelope](crate::envelope). The codec used is recorded in the envelope, so a
+//! versioned envelope. The codec used is recorded in the envelope, so a
 //! value written with another codec is recognised and treated as a miss rather
 //! than misread.
 //!
@@ -10,7 +10,7 @@
 //! | [`Postcard`] (default) | 1 | compact, fast, not self-describing |
 //! | [`Json`] | 2 | readable with `redis-cli`, larger |
 //! | [`MsgPack`] | 3 | self-describing, compact (struct-as-map) |
-//! | [`Bincode`] (feature `bincode`) | 4 | bincode 2 in serde mode |
+//! | `Bincode` (feature `bincode`) | 4 | bincode 2 in serde mode |
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -34,7 +34,7 @@ impl CodecError {
 /// A serialization format for cached values.
 ///
 /// Implemented by the zero-sized types [`Postcard`], [`Json`], [`MsgPack`] and
-/// (with the `bincode` feature) [`Bincode`]; [`CodecKind`] selects one at run time.
+/// (with the `bincode` feature) `Bincode`; [`CodecKind`] selects one at run time.
 ///
 /// ```
 /// use cache_runtime::codec::{Codec, Json};

@@ -6,7 +6,7 @@ use std::fmt;
 ///
 /// A read through [`Cache::get_or_load`](crate::Cache::get_or_load) never returns
 /// this error: when the store fails, the loader's value is returned instead and
-/// the failure is counted in [`Stats::errors`](crate::Stats::errors).
+/// the failure is counted in [`FunctionStats::errors`](crate::FunctionStats::errors).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
