@@ -119,16 +119,11 @@ impl Cache {
         let encoded = postcard::to_allocvec(args)
             .map_err(|e| Error::Config(format!("write-behind arguments: {e}")))?;
         let entry = self.encode_for_set(key, value, options)?;
-        let (head, tail) = crate::envelope::split_for_tokens(&entry.bytes);
+        let fresh = crate::read::random_token();
+        let write = entry.write(self.inner.tag_ttl, &fresh);
         store
             .set_and_enqueue(
-                &entry.keys,
-                &entry.tag_keys,
-                head,
-                tail,
-                entry.px,
-                self.inner.tag_ttl.as_millis() as u64,
-                &crate::read::random_token(),
+                &write,
                 &stream_key(&self.inner.prefix, function),
                 key,
                 &encoded,

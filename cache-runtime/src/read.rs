@@ -727,19 +727,10 @@ impl Cache {
         options: &Options,
     ) -> crate::Result<()> {
         let e = self.encode_for_set(key.as_ref(), value, options)?;
-        let (head, tail) = envelope::split_for_tokens(&e.bytes);
         let fresh = random_token();
         self.inner
             .store
-            .set(
-                &e.keys,
-                &e.tag_keys,
-                head,
-                tail,
-                e.px,
-                self.inner.tag_ttl.as_millis() as u64,
-                &fresh,
-            )
+            .set(&e.write(self.inner.tag_ttl, &fresh))
             .await
     }
 
@@ -786,6 +777,26 @@ pub(crate) struct SetEntry {
     pub(crate) tag_keys: Vec<String>,
     pub(crate) bytes: Vec<u8>,
     pub(crate) px: u64,
+}
+
+impl SetEntry {
+    /// The store operation, with `fresh` as the prefix of new tag versions.
+    pub(crate) fn write<'a>(
+        &'a self,
+        tag_ttl: Duration,
+        fresh: &'a str,
+    ) -> crate::store::Write<'a> {
+        let (head, tail) = envelope::split_for_tokens(&self.bytes);
+        crate::store::Write {
+            keys: &self.keys,
+            tag_keys: &self.tag_keys,
+            head,
+            tail,
+            px: self.px,
+            tag_ttl_ms: tag_ttl.as_millis() as u64,
+            fresh,
+        }
+    }
 }
 
 async fn timed_load<T, E, F: Future<Output = Result<T, E>>>(

@@ -192,27 +192,18 @@ impl MemoryStore {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn set(
-        &self,
-        k: &EntryKeys,
-        tag_keys: &[String],
-        head: &[u8],
-        tail: &[u8],
-        px: u64,
-        tag_ttl_ms: u64,
-        fresh: &str,
-    ) -> Result<()> {
+    pub(crate) fn set(&self, w: &super::Write<'_>) -> Result<()> {
         let now = Instant::now();
         let mut s = self.lock();
-        let cur = s.tokens(tag_keys, now);
-        let tokens = s.ensure_tokens(tag_keys, cur, fresh, tag_ttl_ms, now);
-        let mut v = Vec::with_capacity(head.len() + tokens.len() + 1 + tail.len());
-        v.extend_from_slice(head);
+        let cur = s.tokens(w.tag_keys, now);
+        let tokens = s.ensure_tokens(w.tag_keys, cur, w.fresh, w.tag_ttl_ms, now);
+        let mut v = Vec::with_capacity(w.head.len() + tokens.len() + 1 + w.tail.len());
+        v.extend_from_slice(w.head);
         v.extend_from_slice(tokens.as_bytes());
         v.push(b';');
-        v.extend_from_slice(tail);
-        s.set(&k.entry, v, px, now);
+        v.extend_from_slice(w.tail);
+        let k = w.keys;
+        s.set(&k.entry, v, w.px, now);
         s.del(&k.lease);
         Ok(())
     }

@@ -46,6 +46,20 @@ pub(crate) enum LeaseMode {
     Always,
 }
 
+/// An unconditional store of an entry: its envelope without the tag-token
+/// section (spliced in by the store, from the tags' current versions).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Write<'a> {
+    pub(crate) keys: &'a EntryKeys,
+    pub(crate) tag_keys: &'a [String],
+    pub(crate) head: &'a [u8],
+    pub(crate) tail: &'a [u8],
+    pub(crate) px: u64,
+    pub(crate) tag_ttl_ms: u64,
+    /// Random prefix for versions of tags that have none yet.
+    pub(crate) fresh: &'a str,
+}
+
 /// What a lease request carries.
 #[derive(Debug)]
 pub(crate) struct LeaseArgs<'a> {
@@ -151,19 +165,8 @@ impl Store {
         dispatch!(self, s => s.release(k, token).await, s.release(k, token), Ok(()))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn set(
-        &self,
-        k: &EntryKeys,
-        tag_keys: &[String],
-        head: &[u8],
-        tail: &[u8],
-        px: u64,
-        tag_ttl_ms: u64,
-        fresh: &str,
-    ) -> Result<()> {
-        dispatch!(self, s => s.set(k, tag_keys, head, tail, px, tag_ttl_ms, fresh).await,
-            s.set(k, tag_keys, head, tail, px, tag_ttl_ms, fresh), Ok(()))
+    pub(crate) async fn set(&self, w: &Write<'_>) -> Result<()> {
+        dispatch!(self, s => s.set(w).await, s.set(w), Ok(()))
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
-use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup};
+use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
 use crate::flight::Flights;
 use crate::resilience::{Breaker, DEFAULT_COOLDOWN, DEFAULT_THRESHOLD};
@@ -246,50 +246,32 @@ impl RedisStore {
             .arg(bytes)
             .arg(px)
             .arg(&self.channel);
-        let mut conn = self.conn.clone();
-        let n: i64 = self
-            .timed(async move { inv.invoke_async(&mut conn).await })
-            .await?;
+        let n: i64 = self.invoke(&inv).await?;
         Ok(n == 1)
     }
 
     pub(crate) async fn release(&self, k: &EntryKeys, token: &str) -> Result<()> {
         let mut inv = self.scripts.release.key(&k.lease);
         inv.key(&k.entry).arg(token).arg(&self.channel);
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .timed(async move { inv.invoke_async(&mut conn).await })
-            .await?;
+        let _: i64 = self.invoke(&inv).await?;
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn set(
-        &self,
-        k: &EntryKeys,
-        tag_keys: &[String],
-        head: &[u8],
-        tail: &[u8],
-        px: u64,
-        tag_ttl_ms: u64,
-        fresh: &str,
-    ) -> Result<()> {
-        let mut inv = self.scripts.set.key(&k.entry);
-        inv.key(&k.lease);
-        for t in tag_keys {
-            inv.key(t);
-        }
-        inv.arg(head)
-            .arg(tail)
-            .arg(px)
-            .arg(tag_ttl_ms)
-            .arg(fresh)
-            .arg(&self.channel);
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .timed(async move { inv.invoke_async(&mut conn).await })
-            .await?;
+    pub(crate) async fn set(&self, w: &Write<'_>) -> Result<()> {
+        let mut inv = self.scripts.set.prepare_invoke();
+        push_write(&mut inv, w, None);
+        inv.arg(&self.channel);
+        let _: i64 = self.invoke(&inv).await?;
         Ok(())
+    }
+
+    /// Runs a script invocation (loading the script first if the server lost it).
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.timed(inv.invoke_async(&mut conn)).await
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
@@ -319,37 +301,17 @@ impl RedisStore {
     }
 
     /// Stores an entry and appends a write-behind call to `stream`, atomically.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn set_and_enqueue(
         &self,
-        k: &EntryKeys,
-        tag_keys: &[String],
-        head: &[u8],
-        tail: &[u8],
-        px: u64,
-        tag_ttl_ms: u64,
-        fresh: &str,
+        w: &Write<'_>,
         stream: &str,
         key: &str,
         args: &[u8],
     ) -> Result<()> {
-        let mut inv = self.scripts.behind.key(&k.entry);
-        inv.key(&k.lease).key(stream);
-        for t in tag_keys {
-            inv.key(t);
-        }
-        inv.arg(head)
-            .arg(tail)
-            .arg(px)
-            .arg(tag_ttl_ms)
-            .arg(fresh)
-            .arg(&self.channel)
-            .arg(key)
-            .arg(args);
-        let mut conn = self.conn.clone();
-        let _: String = self
-            .timed(async move { inv.invoke_async(&mut conn).await })
-            .await?;
+        let mut inv = self.scripts.behind.prepare_invoke();
+        push_write(&mut inv, w, Some(stream));
+        inv.arg(&self.channel).arg(key).arg(args);
+        let _: String = self.invoke(&inv).await?;
         Ok(())
     }
 
@@ -426,6 +388,23 @@ impl RedisStore {
             cursor = next;
         }
     }
+}
+
+/// The keys and arguments `set.lua` and `behind.lua` share: entry, lease,
+/// (stream,) tags; head, tail, ttl, tag ttl, fresh prefix.
+fn push_write(inv: &mut redis::ScriptInvocation<'_>, w: &Write<'_>, stream: Option<&str>) {
+    inv.key(&w.keys.entry).key(&w.keys.lease);
+    if let Some(stream) = stream {
+        inv.key(stream);
+    }
+    for t in w.tag_keys {
+        inv.key(t);
+    }
+    inv.arg(w.head)
+        .arg(w.tail)
+        .arg(w.px)
+        .arg(w.tag_ttl_ms)
+        .arg(w.fresh);
 }
 
 /// `EVALSHA <sha> <nkeys>`, with room for `nargs` more arguments of about
