@@ -5,7 +5,9 @@
 //! cache-inspect --prefix myapp tags users user:42
 //! cache-inspect --prefix myapp invalidate-tag users
 //! cache-inspect --prefix myapp invalidate-pattern 'search:*'
+//! cache-inspect --prefix myapp keys 'user:*'
 //! cache-inspect --prefix myapp queue myapp::save_user
+//! cache-inspect --prefix myapp dead myapp::save_user
 //! ```
 
 use std::process::ExitCode;
@@ -37,6 +39,13 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         version: u32,
     },
+    /// List keys whose entries match a glob pattern (SCAN, never KEYS).
+    Keys {
+        pattern: String,
+        /// Stop after this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Show the current version token of tags.
     Tags { tags: Vec<String> },
     /// Delete keys (and their leases).
@@ -47,6 +56,12 @@ enum Command {
     InvalidatePattern { pattern: String },
     /// Write-behind queue depth and dead letters of a function (its path).
     Queue { function: String },
+    /// List a write-behind function's dead letters: key, error, attempts.
+    Dead {
+        function: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 fn ago_or_in(t: SystemTime) -> String {
@@ -108,6 +123,11 @@ async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
                 );
             }
         },
+        Command::Keys { pattern, limit } => {
+            for key in cache.keys_matching(&pattern, limit).await? {
+                println!("{key}");
+            }
+        }
         Command::Tags { tags } => {
             let refs: Vec<&str> = tags.iter().map(String::as_str).collect();
             for (tag, v) in tags.iter().zip(cache.tag_versions(&refs).await?) {
@@ -131,6 +151,14 @@ async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
         Command::Queue { function } => {
             let (queued, dead) = cache.write_behind_depth(&function).await?;
             println!("{function}: {queued} queued, {dead} dead letters");
+        }
+        Command::Dead { function, limit } => {
+            for d in cache.dead_letters(&function, limit).await? {
+                println!(
+                    "{}  key {}  after {} attempts: {}",
+                    d.id, d.key, d.attempts, d.error
+                );
+            }
         }
     }
     Ok(())

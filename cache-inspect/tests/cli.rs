@@ -50,9 +50,29 @@ async fn shows_and_invalidates() {
 
     cache.set("search:a", &1u8, &opts).await.unwrap();
     cache.set("search:b", &1u8, &opts).await.unwrap();
+    let listed = inspect(&url, &["keys", "search:*"]);
+    assert!(
+        listed.contains("search:a") && listed.contains("search:b") && !listed.contains("user"),
+        "{listed}"
+    );
     assert!(inspect(&url, &["invalidate-pattern", "search:*"]).contains("deleted 2"));
     assert!(inspect(&url, &["entry", "search:a"]).contains("no entry"));
     assert!(inspect(&url, &["queue", "app::save"]).contains("0 queued, 0 dead letters"));
+    // A dead letter, as the flusher writes one.
+    let mut conn = server.conn().await;
+    let _: String = redis::cmd("XADD")
+        .arg("tool:wb:app::save:dead")
+        .arg("*")
+        .arg(&["k", "user:9", "a", "", "error", "db down", "attempts", "5"][..])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(inspect(&url, &["queue", "app::save"]).contains("1 dead letters"));
+    let dead = inspect(&url, &["dead", "app::save"]);
+    assert!(
+        dead.contains("key user:9") && dead.contains("after 5 attempts: db down"),
+        "{dead}"
+    );
 
     let secret_url = format!("redis://default:hunter2@127.0.0.1:{}", server.port());
     let out = Command::new(env!("CARGO_BIN_EXE_cache-inspect"))

@@ -45,7 +45,76 @@ fn codec_name(id: u8) -> String {
     }
 }
 
+/// A write-behind call that failed too often, from the dead-letter stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Stream entry id.
+    pub id: String,
+    /// The key the call wrote.
+    pub key: String,
+    /// The last error.
+    pub error: String,
+    /// How many times it was tried.
+    pub attempts: u32,
+}
+
 impl Cache {
+    /// Up to `limit` keys (as the application renders them) whose stored
+    /// entries match the glob `pattern`. Uses `SCAN`, never `KEYS`. Redis only.
+    pub async fn keys_matching(&self, pattern: &str, limit: usize) -> crate::Result<Vec<String>> {
+        let crate::store::Store::Redis(store) = &self.inner.store else {
+            return Ok(Vec::new());
+        };
+        let mut stored = String::with_capacity(self.inner.prefix.len() + pattern.len() + 4);
+        stored.push_str(&self.inner.prefix);
+        stored.push_str(":{");
+        crate::key::push_framed(pattern, &mut stored);
+        stored.push('}');
+        let head = self.inner.prefix.len() + 2;
+        Ok(store
+            .scan(&stored, limit)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.get(head..k.len().saturating_sub(1)).map(str::to_string))
+            .collect())
+    }
+
+    /// Up to `limit` dead letters of a write-behind function (its path), oldest first.
+    pub async fn dead_letters(
+        &self,
+        function: &str,
+        limit: usize,
+    ) -> crate::Result<Vec<DeadLetter>> {
+        let crate::store::Store::Redis(store) = &self.inner.store else {
+            return Ok(Vec::new());
+        };
+        let stream = format!(
+            "{}:dead",
+            crate::behind::stream_key(&self.inner.prefix, function)
+        );
+        Ok(store
+            .xrange(&stream, limit)
+            .await?
+            .into_iter()
+            .map(|(id, fields)| {
+                let get = |name: &str| {
+                    fields
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                DeadLetter {
+                    id,
+                    key: get("k"),
+                    error: get("error"),
+                    attempts: get("attempts").parse().unwrap_or(0),
+                }
+            })
+            .collect())
+    }
+
     /// Reads the envelope of the entry of `key` without decoding its value.
     ///
     /// ```

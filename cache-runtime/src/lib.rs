@@ -26,7 +26,7 @@ pub mod __private;
 pub use cache::{Cache, CacheBuilder};
 pub use codec::{Codec, CodecKind};
 pub use error::{Error, Result};
-pub use inspect::EntryInfo;
+pub use inspect::{DeadLetter, EntryInfo};
 pub use options::Options;
 pub use stats::{FunctionStats, Stats};
 pub use write::Loader;

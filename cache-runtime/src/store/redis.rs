@@ -365,6 +365,65 @@ impl RedisStore {
             .await
     }
 
+    /// Up to `limit` keys matching `pattern` (SCAN, never KEYS).
+    pub(crate) async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>> {
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut conn = self.conn.clone();
+            let cmd = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let (next, keys): (u64, Vec<String>) = self
+                .timed(async move { cmd.query_async(&mut conn).await })
+                .await?;
+            out.extend(keys);
+            if next == 0 || out.len() >= limit {
+                out.truncate(limit);
+                return Ok(out);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Up to `limit` entries of a stream, oldest first: (id, fields).
+    pub(crate) async fn xrange(
+        &self,
+        stream: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .to_owned();
+        let reply: redis::streams::StreamRangeReply = self
+            .timed(async move { cmd.query_async(&mut conn).await })
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                let fields = e
+                    .map
+                    .into_iter()
+                    .filter_map(|(k, v)| match v {
+                        Value::BulkString(b) => Some((k, b)),
+                        _ => None,
+                    })
+                    .collect();
+                (e.id, fields)
+            })
+            .collect())
+    }
+
     /// SCAN + UNLINK in batches; never KEYS. Each step has its own timeout.
     pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
         let mut cursor: u64 = 0;
