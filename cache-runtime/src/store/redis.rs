@@ -187,11 +187,10 @@ impl RedisStore {
     /// (`GET`, or `MGET entry tag…`), no script: a plain read costs the server
     /// a fraction of a script call. A miss then takes the lease with `lookup`.
     pub(crate) async fn peek(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
-        let mut conn = self.conn.clone();
         if tag_keys.is_empty() {
             let mut cmd = redis::Cmd::with_capacity(2, entry.len() + 8);
             cmd.arg("GET").arg(entry);
-            let v: Option<Vec<u8>> = self.timed(cmd.query_async(&mut conn)).await?;
+            let v: Option<Vec<u8>> = self.query(&cmd).await?;
             return Ok(super::Peek {
                 entry: v,
                 tags: Vec::new(),
@@ -203,7 +202,7 @@ impl RedisStore {
         for t in tag_keys {
             cmd.arg(t);
         }
-        let mut all: Vec<Option<Vec<u8>>> = self.timed(cmd.query_async(&mut conn)).await?;
+        let mut all: Vec<Option<Vec<u8>>> = self.query(&cmd).await?;
         if all.is_empty() {
             return Err(Error::Store(redis::RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
@@ -265,6 +264,12 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Runs one command within the operation timeout and the breaker.
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.timed(cmd.query_async(&mut conn)).await
+    }
+
     /// Runs a script invocation (loading the script first if the server lost it).
     async fn invoke<T: redis::FromRedisValue>(
         &self,
@@ -275,29 +280,16 @@ impl RedisStore {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("GET").arg(key).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await })
-            .await
+        self.query(redis::cmd("GET").arg(key)).await
     }
 
     pub(crate) async fn put_raw(&self, key: &str, bytes: &[u8], px: u64) -> Result<()> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("SET")
-            .arg(key)
-            .arg(bytes)
-            .arg("PX")
-            .arg(px)
-            .to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await })
+        self.query(redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(px))
             .await
     }
 
     pub(crate) async fn pttl(&self, key: &str) -> Result<i64> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("PTTL").arg(key).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await })
-            .await
+        self.query(redis::cmd("PTTL").arg(key)).await
     }
 
     /// Stores an entry and appends a write-behind call to `stream`, atomically.
@@ -316,10 +308,7 @@ impl RedisStore {
     }
 
     pub(crate) async fn xlen(&self, stream: &str) -> Result<u64> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("XLEN").arg(stream).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await })
-            .await
+        self.query(redis::cmd("XLEN").arg(stream)).await
     }
 
     /// The client, for connections of their own (blocking stream reads).
@@ -331,20 +320,14 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("MGET").arg(keys).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await })
-            .await
+        self.query(redis::cmd("MGET").arg(keys)).await
     }
 
     pub(crate) async fn delete(&self, keys: &[String]) -> Result<u64> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("UNLINK").arg(keys).to_owned();
-        self.timed(async move { cmd.query_async(&mut conn).await })
-            .await
+        self.query(redis::cmd("UNLINK").arg(keys)).await
     }
 
     pub(crate) async fn set_tokens(
@@ -365,22 +348,24 @@ impl RedisStore {
             .await
     }
 
-    /// Up to `limit` keys matching `pattern` (SCAN, never KEYS).
-    pub(crate) async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>> {
-        let mut cursor: u64 = 0;
-        let mut out = Vec::new();
-        loop {
-            let mut conn = self.conn.clone();
-            let cmd = redis::cmd("SCAN")
+    /// One `SCAN` step: the next cursor and the keys of this page.
+    async fn scan_page(&self, cursor: u64, pattern: &str) -> Result<(u64, Vec<String>)> {
+        self.query(
+            redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(pattern)
                 .arg("COUNT")
-                .arg(1000)
-                .to_owned();
-            let (next, keys): (u64, Vec<String>) = self
-                .timed(async move { cmd.query_async(&mut conn).await })
-                .await?;
+                .arg(1000),
+        )
+        .await
+    }
+
+    /// Up to `limit` keys matching `pattern` (SCAN, never KEYS).
+    pub(crate) async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>> {
+        let (mut cursor, mut out) = (0, Vec::new());
+        loop {
+            let (next, keys) = self.scan_page(cursor, pattern).await?;
             out.extend(keys);
             if next == 0 || out.len() >= limit {
                 out.truncate(limit);
@@ -396,16 +381,15 @@ impl RedisStore {
         stream: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<(String, Vec<u8>)>)>> {
-        let mut conn = self.conn.clone();
-        let cmd = redis::cmd("XRANGE")
-            .arg(stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit)
-            .to_owned();
         let reply: redis::streams::StreamRangeReply = self
-            .timed(async move { cmd.query_async(&mut conn).await })
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(stream)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit),
+            )
             .await?;
         Ok(reply
             .ids
@@ -426,20 +410,9 @@ impl RedisStore {
 
     /// SCAN + UNLINK in batches; never KEYS. Each step has its own timeout.
     pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
-        let mut cursor: u64 = 0;
-        let mut deleted = 0;
+        let (mut cursor, mut deleted) = (0, 0);
         loop {
-            let mut conn = self.conn.clone();
-            let cmd = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .to_owned();
-            let (next, keys): (u64, Vec<String>) = self
-                .timed(async move { cmd.query_async(&mut conn).await })
-                .await?;
+            let (next, keys) = self.scan_page(cursor, pattern).await?;
             deleted += self.delete(&keys).await?;
             if next == 0 {
                 return Ok(deleted);
