@@ -252,13 +252,30 @@ fn options(p: &TokenStream, plan: &CachedPlan) -> TokenStream {
     chain
 }
 
+/// The signature the expansion is emitted under: the function's own, but
+/// when the body moves into a function of its own (which keeps the `mut`
+/// of its arguments), the outer one binds them without `mut`.
+fn outer_signature(plan: &CachedPlan) -> syn::Signature {
+    let mut sig = plan.item.sig.clone();
+    if plan.owned.is_some() && plan.strategy == Strategy::Aside {
+        for input in &mut sig.inputs {
+            if let syn::FnArg::Typed(typed) = input
+                && let syn::Pat::Ident(pat) = &mut *typed.pat
+            {
+                pat.mutability = None;
+            }
+        }
+    }
+    sig
+}
+
 /// The expansion of `#[cached]`.
 fn cached_fn(plan: &CachedPlan) -> TokenStream {
     let func = plan.item;
     let p = private_path(plan.args.common.krate.as_ref());
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
-    let sig = &func.sig;
+    let sig = &outer_signature(plan);
     let ret: &Type = &plan.ret;
     let ret_span = ret.span();
     let ret = ret.to_token_stream();
@@ -291,15 +308,42 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
                 __cache_out
             }
         }
-        _ => {
-            let run = quote_spanned!(ret_span=> run);
-            quote! {
-                (&&&#p::Wrap::<#ret>::new())
-                    .kind()
-                    .#run(__cache_ref, __cache_key, __cache_opts, #body)
-                    .await
+        _ => match &plan.owned {
+            // The body becomes a function of its own, so that whether its
+            // future is `Send` can be asked (`Probe`): if it is, loads run in
+            // a task of their own.
+            Some(params) => {
+                let launch = quote_spanned!(ret_span=> launch);
+                let block = &func.block;
+                let pats = params.iter().map(|(pat, _)| pat);
+                let tys = params.iter().map(|(_, ty)| ty);
+                let names = params.iter().map(|(pat, _)| &pat.ident);
+                let cacheable = quote_spanned!(ret_span=> cacheable);
+                quote! {
+                    async fn __cache_body(#(#pats: #tys),*) -> #ret #block
+                    let __cache_fut = __cache_body(#(#names),*);
+                    let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind().#cacheable();
+                    (&&#p::Probe::of(&__cache_fut))
+                        .#launch(
+                            __cache_kind,
+                            __cache_ref,
+                            __cache_key,
+                            __cache_opts,
+                            __cache_fut,
+                        )
+                        .await
+                }
             }
-        }
+            None => {
+                let run = quote_spanned!(ret_span=> run);
+                quote! {
+                    (&&&#p::Wrap::<#ret>::new())
+                        .kind()
+                        .#run(__cache_ref, __cache_key, __cache_opts, #body)
+                        .await
+                }
+            }
+        },
     };
     quote! {
         #(#outer)*
@@ -307,7 +351,8 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
             #(#inner)*
             #[allow(unused_imports)]
             use #p::{
-                SelectOption as _, SelectPlain as _, SelectResult as _, SelectResultOption as _,
+                InCaller as _, InTask as _, SelectOption as _, SelectPlain as _,
+                SelectResult as _, SelectResultOption as _,
             };
             #prelude
             #call

@@ -3,6 +3,7 @@
 //! Produces the plans that `expand` turns into code.
 
 use proc_macro2::Span;
+use quote::ToTokens as _;
 use syn::ext::IdentExt as _;
 use syn::{
     FnArg, GenericArgument, Ident, ItemFn, Member, Pat, PathArguments, Receiver, ReturnType,
@@ -31,6 +32,11 @@ pub struct CachedPlan<'a> {
     pub tags: Vec<Resolved>,
     /// Every argument, for the options.
     pub args: &'a CachedArgs,
+    /// With cache-aside, when the body can be moved into a function of its
+    /// own that owns every argument (no `self`, no generics, nothing
+    /// borrowed): those arguments. Such a body may then load in a task of
+    /// its own.
+    pub owned: Option<Vec<(&'a syn::PatIdent, &'a Type)>>,
 }
 
 /// A write-behind function's arguments.
@@ -526,6 +532,9 @@ pub fn cached<'a>(
         None => info.default_key(errors).map(Key::Default),
     };
     let tags = info.resolve_all(&args.tags, errors);
+    let owned = (strategy == Strategy::Aside)
+        .then(|| owned_params(item))
+        .flatten();
     Some(CachedPlan {
         item,
         ret: ret?,
@@ -534,6 +543,52 @@ pub fn cached<'a>(
         key: key?,
         tags: tags?,
         args,
+        owned,
+    })
+}
+
+/// The arguments of a function whose body can live in a function item of its
+/// own, owning them: no receiver, no generics, not `unsafe`, every argument a
+/// plain name, and no reference, lifetime, `impl Trait` or `Self` in the
+/// signature, nor `Self` in the body. `None` otherwise.
+fn owned_params(item: &ItemFn) -> Option<Vec<(&syn::PatIdent, &Type)>> {
+    let sig = &item.sig;
+    if !sig.generics.params.is_empty()
+        || sig.generics.where_clause.is_some()
+        || !matches!(sig.safety, syn::Safety::Default)
+        || !owns_everything(sig.output.to_token_stream(), true)
+        || !owns_everything(item.block.to_token_stream(), false)
+    {
+        return None;
+    }
+    let mut params = Vec::new();
+    for input in &sig.inputs {
+        let FnArg::Typed(typed) = input else {
+            return None;
+        };
+        let Pat::Ident(pat) = &*typed.pat else {
+            return None;
+        };
+        if pat.subpat.is_some()
+            || pat.by_ref.is_some()
+            || !typed.attrs.is_empty()
+            || !owns_everything(typed.ty.to_token_stream(), true)
+        {
+            return None;
+        }
+        params.push((pat, &*typed.ty));
+    }
+    Some(params)
+}
+
+/// No `Self` in `tokens`, and, for a type, nothing that borrows.
+fn owns_everything(tokens: proc_macro2::TokenStream, is_type: bool) -> bool {
+    use proc_macro2::TokenTree;
+    tokens.into_iter().all(|tree| match tree {
+        TokenTree::Ident(ident) => ident != "Self" && !(is_type && ident == "impl"),
+        TokenTree::Punct(punct) => !(is_type && matches!(punct.as_char(), '&' | '\'')),
+        TokenTree::Group(group) => owns_everything(group.stream(), is_type),
+        TokenTree::Literal(_) => true,
     })
 }
 

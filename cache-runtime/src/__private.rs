@@ -9,6 +9,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::marker::PhantomData;
 
+use crate::lead::{Detached, Inline};
+
 pub use crate::behind::{FLUSH_HANDLERS, FlushFn, FlushHandler, FlushResult, decode_args};
 pub use crate::codec::CodecKind;
 pub use crate::key::KeyWriter;
@@ -125,7 +127,13 @@ pub trait Cacheable: serde::Serialize + serde::de::DeserializeOwned + Send + 'st
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Cacheable for T {}
 
 impl<T: Cacheable, E> ResultOptionKind<T, E> {
-    /// Runs a cached call.
+    /// The kind itself, once its value type is known to be cacheable (so
+    /// that a type that is not is reported once, at the return type).
+    pub fn cacheable(self) -> Self {
+        self
+    }
+
+    /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(
         self,
         cache: &Cache,
@@ -136,7 +144,27 @@ impl<T: Cacheable, E> ResultOptionKind<T, E> {
     where
         F: Future<Output = Result<Option<T>, E>>,
     {
-        cache.load_inner(key, &opts, Option::is_none, body).await
+        cache
+            .load_inner(key, &opts, Option::is_none, Inline(body))
+            .await
+    }
+
+    /// Runs a cached call whose body owns its arguments: a load runs in a
+    /// task of its own (see [`Cache::get_or_spawn`]).
+    pub async fn spawn<F>(
+        self,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> Result<Option<T>, E>
+    where
+        F: Future<Output = Result<Option<T>, E>> + Send + 'static,
+        Result<Option<T>, E>: Send + 'static,
+    {
+        cache
+            .load_inner(key, &opts, Option::is_none, Detached(body))
+            .await
     }
 
     /// Whether the body succeeded (for `#[invalidates]`).
@@ -146,12 +174,30 @@ impl<T: Cacheable, E> ResultOptionKind<T, E> {
 }
 
 impl<T: Cacheable, E> ResultKind<T, E> {
-    /// Runs a cached call.
+    /// The kind itself, once its value type is known to be cacheable (so
+    /// that a type that is not is reported once, at the return type).
+    pub fn cacheable(self) -> Self {
+        self
+    }
+
+    /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<T, E>
     where
         F: Future<Output = Result<T, E>>,
     {
-        cache.load_inner(key, &opts, never_none, body).await
+        cache.load_inner(key, &opts, never_none, Inline(body)).await
+    }
+
+    /// Runs a cached call whose body owns its arguments: a load runs in a
+    /// task of its own (see [`Cache::get_or_spawn`]).
+    pub async fn spawn<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<T, E>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        Result<T, E>: Send + 'static,
+    {
+        cache
+            .load_inner(key, &opts, never_none, Detached(body))
+            .await
     }
 
     /// Whether the body succeeded (for `#[invalidates]`).
@@ -160,18 +206,178 @@ impl<T: Cacheable, E> ResultKind<T, E> {
     }
 }
 
+/// Picks where a cached function's body runs, by autoref specialisation on
+/// its future: `(&&Probe::of(&fut)).launch(kind, ..)` runs a load in a task
+/// of its own ([`Cache::get_or_spawn`]) when the future and its output are
+/// `Send + 'static`, and in the caller otherwise.
+pub struct Probe<F>(PhantomData<fn() -> F>);
+
+impl<F> Probe<F> {
+    /// A probe for the type of `body`.
+    pub fn of(_body: &F) -> Self {
+        Probe(PhantomData)
+    }
+}
+
+/// Selected when the body can run in a task of its own.
+pub trait InTask<F> {
+    /// Runs the cached call.
+    fn launch<K: Spawn<F>>(
+        self,
+        kind: K,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> impl Future<Output = K::Out>;
+}
+
+impl<F> InTask<F> for &&Probe<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn launch<K: Spawn<F>>(
+        self,
+        kind: K,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> impl Future<Output = K::Out> {
+        kind.spawn(cache, key, opts, body)
+    }
+}
+
+/// Selected when the body must run in its caller.
+pub trait InCaller<F> {
+    /// Runs the cached call.
+    fn launch<K: Run<F>>(
+        self,
+        kind: K,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> impl Future<Output = K::Out>;
+}
+
+impl<F> InCaller<F> for &Probe<F> {
+    fn launch<K: Run<F>>(
+        self,
+        kind: K,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> impl Future<Output = K::Out> {
+        kind.run(cache, key, opts, body)
+    }
+}
+
+/// A cached call of one kind whose body runs in its caller.
+pub trait Run<F> {
+    /// What the call returns.
+    type Out;
+
+    /// Runs the call.
+    fn run(
+        self,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> impl Future<Output = Self::Out>;
+}
+
+/// A cached call of one kind whose loads run in a task of their own.
+pub trait Spawn<F>: Run<F> {
+    /// Runs the call.
+    fn spawn(
+        self,
+        cache: &Cache,
+        key: String,
+        opts: Options,
+        body: F,
+    ) -> impl Future<Output = Self::Out>;
+}
+
+/// `Run` and `Spawn` for each kind, by its inherent `run` and `spawn`.
+macro_rules! launch {
+    ($kind:ty, $out:ty, [$($g:ident),*]) => {
+        impl<$($g,)* F> Run<F> for $kind
+        where
+            T: Cacheable,
+            F: Future<Output = $out>,
+        {
+            type Out = $out;
+
+            fn run(
+                self,
+                cache: &Cache,
+                key: String,
+                opts: Options,
+                body: F,
+            ) -> impl Future<Output = $out> {
+                <$kind>::run(self, cache, key, opts, body)
+            }
+        }
+
+        impl<$($g,)* F> Spawn<F> for $kind
+        where
+            T: Cacheable,
+            F: Future<Output = $out> + Send + 'static,
+            $out: Send + 'static,
+        {
+            fn spawn(
+                self,
+                cache: &Cache,
+                key: String,
+                opts: Options,
+                body: F,
+            ) -> impl Future<Output = $out> {
+                <$kind>::spawn(self, cache, key, opts, body)
+            }
+        }
+    };
+}
+
+launch!(ResultOptionKind<T, E>, Result<Option<T>, E>, [T, E]);
+launch!(ResultKind<T, E>, Result<T, E>, [T, E]);
+launch!(OptionKind<T>, Option<T>, [T]);
+launch!(PlainKind<T>, T, [T]);
+
+/// Drops the impossible `Err` of an infallible load.
+fn infallible<T>(out: Result<T, Infallible>) -> T {
+    match out {
+        Ok(v) => v,
+    }
+}
+
 impl<T: Cacheable> OptionKind<T> {
-    /// Runs a cached call.
+    /// The kind itself, once its value type is known to be cacheable (so
+    /// that a type that is not is reported once, at the return type).
+    pub fn cacheable(self) -> Self {
+        self
+    }
+
+    /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Option<T>
     where
         F: Future<Output = Option<T>>,
     {
-        let out: Result<Option<T>, Infallible> = cache
-            .load_inner(key, &opts, Option::is_none, async move { Ok(body.await) })
-            .await;
-        match out {
-            Ok(v) => v,
-        }
+        let body = Inline(async move { Ok(body.await) });
+        infallible(cache.load_inner(key, &opts, Option::is_none, body).await)
+    }
+
+    /// Runs a cached call whose body owns its arguments: a load runs in a
+    /// task of its own (see [`Cache::get_or_spawn`]).
+    pub async fn spawn<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Option<T>
+    where
+        F: Future<Output = Option<T>> + Send + 'static,
+    {
+        let body = Detached(async move { Ok(body.await) });
+        infallible(cache.load_inner(key, &opts, Option::is_none, body).await)
     }
 
     /// Whether the body succeeded (for `#[invalidates]`): always.
@@ -181,17 +387,29 @@ impl<T: Cacheable> OptionKind<T> {
 }
 
 impl<T: Cacheable> PlainKind<T> {
-    /// Runs a cached call.
+    /// The kind itself, once its value type is known to be cacheable (so
+    /// that a type that is not is reported once, at the return type).
+    pub fn cacheable(self) -> Self {
+        self
+    }
+
+    /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> T
     where
         F: Future<Output = T>,
     {
-        let out: Result<T, Infallible> = cache
-            .load_inner(key, &opts, never_none, async move { Ok(body.await) })
-            .await;
-        match out {
-            Ok(v) => v,
-        }
+        let body = Inline(async move { Ok(body.await) });
+        infallible(cache.load_inner(key, &opts, never_none, body).await)
+    }
+
+    /// Runs a cached call whose body owns its arguments: a load runs in a
+    /// task of its own (see [`Cache::get_or_spawn`]).
+    pub async fn spawn<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> T
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let body = Detached(async move { Ok(body.await) });
+        infallible(cache.load_inner(key, &opts, never_none, body).await)
     }
 
     /// Whether the body succeeded (for `#[invalidates]`): always.

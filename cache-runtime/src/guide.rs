@@ -14,6 +14,23 @@
 //! whose recomputation is expensive: one caller refreshes shortly before
 //! expiry, so expiry never causes a wait.
 //!
+//! ## Where a load runs
+//!
+//! A function whose arguments are all owned (no `self`, no references, no
+//! generics, no `Self` in its body) and whose future is `Send` loads in a
+//! task of its own, like [`Cache::get_or_spawn`](crate::Cache::get_or_spawn):
+//!
+//! * a refresh (`stale`, `early_refresh`) runs in the background, and the
+//!   caller that starts it is served the current value like everyone else;
+//! * a caller dropped mid-load (a client that hung up) does not abort the
+//!   load: it fills, and the callers waiting on it get its value.
+//!
+//! Any other function (a `&self` method, borrowed arguments, a body that is
+//! not `Send`) loads in its caller, like
+//! [`Cache::get_or_load`](crate::Cache::get_or_load): the caller that wins
+//! a refresh waits for it, and a dropped caller hands its lease to a waiter
+//! at once. The choice is made at compile time; both are race-free.
+//!
 //! Every example below runs on the in-process store; point the builder at
 //! Redis with `.url(..)` for the same behaviour across processes.
 //!

@@ -12,6 +12,7 @@ pub mod guide;
 mod inspect;
 mod invalidate;
 pub mod key;
+mod lead;
 mod options;
 mod read;
 mod refresh;

@@ -24,62 +24,11 @@ use serde::de::DeserializeOwned;
 
 use crate::__private::Cacheable;
 use crate::envelope::{self, Meta};
-use crate::flight::Landing;
+use crate::flight::Acquire;
+use crate::lead::{Body, Detached, FlightGuard, Inline, Lead};
 use crate::stats::Counters;
 use crate::store::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Store};
 use crate::{Cache, Options};
-
-/// Registered by the caller holding a lease; tells waiters how the flight landed.
-/// If dropped before landing (the caller's future was cancelled), waiters are
-/// told to look again and the lease is given back so that one of them can
-/// take over at once rather than after the lease ttl.
-struct FlightGuard<'a> {
-    cache: &'a Cache,
-    keys: &'a EntryKeys,
-    token: &'a str,
-    slot: Arc<tokio::sync::watch::Sender<Landing>>,
-    landed: bool,
-}
-
-impl<'a> FlightGuard<'a> {
-    fn register(cache: &'a Cache, keys: &'a EntryKeys, token: &'a str) -> Self {
-        FlightGuard {
-            slot: cache.inner.flights.lead(&keys.entry),
-            cache,
-            keys,
-            token,
-            landed: false,
-        }
-    }
-
-    fn land(mut self, how: Landing) {
-        self.landed = true;
-        self.cache
-            .inner
-            .flights
-            .land(&self.keys.entry, &self.slot, how);
-    }
-}
-
-impl Drop for FlightGuard<'_> {
-    fn drop(&mut self) {
-        if self.landed {
-            return;
-        }
-        self.cache
-            .inner
-            .flights
-            .land(&self.keys.entry, &self.slot, Landing::Retry);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let cache = self.cache.clone();
-            let keys = self.keys.clone();
-            let token = self.token.to_string();
-            rt.spawn(async move {
-                let _ = cache.inner.store.release(&keys, &token).await;
-            });
-        }
-    }
-}
 
 /// Wall-clock Unix time in milliseconds (the default clock).
 pub(crate) fn now_ms() -> u64 {
@@ -188,24 +137,65 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.load_inner(key.as_ref().to_string(), options, |_| false, async move {
-            loader().await
-        })
-        .await
+        let body = Inline(async move { loader().await });
+        self.load_inner(key.as_ref().to_string(), options, |_| false, body)
+            .await
+    }
+
+    /// [`get_or_load`](Cache::get_or_load) for a loader that owns what it
+    /// uses (`Send + 'static`): the load runs in a task of its own.
+    ///
+    /// * If this caller is dropped mid-load, the load still finishes and
+    ///   fills, and the callers waiting on it get its value.
+    /// * With `stale` or `early_refresh`, the refresh runs in the background:
+    ///   the caller that starts it is served the current value at once, like
+    ///   everyone else.
+    ///
+    /// The macros use this for functions whose arguments are all owned.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, Options};
+    /// let cache = Cache::builder().memory().build().await?;
+    /// let opts = Options::new().ttl(Duration::from_secs(60)).stale(Duration::from_secs(600));
+    /// let id = 7u64;
+    /// let name: Result<String, std::io::Error> = cache
+    ///     .get_or_spawn("user:7", &opts, move || async move { Ok(format!("user {id}")) })
+    ///     .await;
+    /// assert_eq!(name.unwrap(), "user 7");
+    /// # Ok::<(), cache_runtime::Error>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn get_or_spawn<T, E, F, Fut>(
+        &self,
+        key: impl AsRef<str>,
+        options: &Options,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Cacheable,
+        E: Send + 'static,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let body = Detached(async move { loader().await });
+        self.load_inner(key.as_ref().to_string(), options, |_| false, body)
+            .await
     }
 
     /// The read path behind [`get_or_load`](Cache::get_or_load) and the macros.
     /// `is_none` tells which values are "none" (cached only with `cache_none`).
-    pub(crate) async fn load_inner<T, E, F>(
+    pub(crate) async fn load_inner<T, E, B>(
         &self,
         key: String,
         opts: &Options,
         is_none: fn(&T) -> bool,
-        body: F,
+        body: B,
     ) -> Result<T, E>
     where
         T: Cacheable,
-        F: Future<Output = Result<T, E>>,
+        B: Body<T, E>,
     {
         use tracing::Instrument;
         if !tracing::enabled!(tracing::Level::DEBUG) {
@@ -235,32 +225,61 @@ impl Cache {
         }
     }
 
-    async fn read_path<T, E, F>(
+    /// Waits on a load of this process that the call joined before reading
+    /// the store (see `flight`); its value if it stored one.
+    async fn joined<T: Cacheable>(
+        &self,
+        mut waiter: crate::flight::Waiter<'_>,
+        opts: &Options,
+        entry: &str,
+        stats: &Counters,
+    ) -> Option<T> {
+        stats.lock_wait();
+        let bytes = waiter.landed(self.inner.lease_ttl).await?;
+        let reading = envelope::Reading {
+            codec: opts.codec.unwrap_or(self.inner.codec),
+            max_size: self.inner.max_value_size,
+            sealing: self.any_sealing_for(entry),
+            require_sealed: opts.encrypt,
+        };
+        let (v, _) = envelope::decode::<T>(&bytes, reading).ok()?;
+        stats.hit();
+        Some(v)
+    }
+
+    async fn read_path<T, E, B>(
         &self,
         key: String,
         opts: &Options,
         is_none: fn(&T) -> bool,
-        body: F,
+        body: B,
     ) -> Result<T, E>
     where
         T: Cacheable,
-        F: Future<Output = Result<T, E>>,
+        B: Body<T, E>,
     {
         let inner = &*self.inner;
         let stats = inner.stats.function(opts.function);
         if let Store::PassThrough = inner.store {
             warn_pass_through();
             stats.miss();
-            return timed_load(&stats, body).await;
+            return timed_load(&stats, body.inline()).await;
         }
         if inner.pending.len() > 0 {
             // An invalidation could not be applied yet: what the store holds may be
             // exactly what it was meant to remove.
             stats.miss();
-            return timed_load(&stats, body).await;
+            return timed_load(&stats, body.inline()).await;
         }
         let codec = opts.codec.unwrap_or(inner.codec);
         let entry = self.entry_key(&key, opts.version);
+        // A load of this key is under way here: its value will be stored after
+        // this call began, so it is as fresh as a read of the store.
+        if let Some(waiter) = inner.flights.join_loading(&entry)
+            && let Some(v) = self.joined(waiter, opts, &entry, &stats).await
+        {
+            return Ok(v);
+        }
         let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
         // Hits first, with a plain read; the lease script only on a miss.
         let mut peeked: Option<Vec<u8>> = None;
@@ -287,11 +306,24 @@ impl Cache {
                 stats.error();
                 tracing::debug!(error = %e, "cache: read failed; running the loader");
                 stats.miss();
-                return timed_load(&stats, body).await;
+                return timed_load(&stats, body.inline()).await;
             }
             None => {}
         }
         let keys = EntryKeys::of(entry);
+        // A miss: the first caller here asks for the lease; the others wait
+        // for it instead of asking too.
+        let mut asking: Option<FlightGuard> = None;
+        if peeked.is_none() {
+            match inner.flights.acquire(&keys.entry) {
+                Acquire::Ask(slot) => asking = Some(FlightGuard::new(self, &keys, slot)),
+                Acquire::Join(waiter) => {
+                    if let Some(v) = self.joined(waiter, opts, &keys.entry, &stats).await {
+                        return Ok(v);
+                    }
+                }
+            }
+        }
         // One random token: the lease's, and (unique per call) the prefix of
         // versions for tags that have none yet.
         let token = Token::random();
@@ -311,13 +343,37 @@ impl Cache {
                 Some(bytes) => Ok(Lookup::Hit(bytes)),
                 None => inner.store.lookup(&keys, &tag_keys, Some(&lease)).await,
             };
+            if let Ok(Lookup::Leased { tokens, corrupt }) = found {
+                if corrupt {
+                    stats.corrupt_entry();
+                }
+                stats.miss();
+                let mut guard = match asking.take() {
+                    Some(g) => g,
+                    None => FlightGuard::new(self, &keys, inner.flights.lead(&keys.entry, true)),
+                };
+                guard.holds(token);
+                let lead = Lead {
+                    guard,
+                    tag_keys,
+                    tokens,
+                    codec,
+                    opts: opts.clone(),
+                    is_none,
+                    stats: stats.clone(),
+                };
+                return body.lead(lead).await;
+            }
+            // Not leased to this call: whoever joined it looks for themselves.
+            drop(asking.take());
             match found {
                 Err(e) => {
                     stats.error();
                     tracing::debug!(error = %e, "cache: lookup failed; running the loader");
                     stats.miss();
-                    return timed_load(&stats, body).await;
+                    return timed_load(&stats, body.inline()).await;
                 }
+                Ok(Lookup::Leased { .. }) => unreachable!("handled above"),
                 Ok(Lookup::Hit(bytes)) => {
                     match envelope::decode::<T>(&bytes, self.reading(opts, &keys)) {
                         Ok((v, meta)) => {
@@ -326,12 +382,15 @@ impl Cache {
                                 // that gets the lease) reloads; everyone else is served `v`.
                                 lease.mode = LeaseMode::Always;
                                 let stale = meta.fresh_until_ms <= (inner.now_ms)();
-                                return self
-                                    .refresh(
-                                        &keys, &tag_keys, &lease, codec, opts, is_none, &stats, v,
-                                        stale, body,
-                                    )
-                                    .await;
+                                let refresh = Refresh {
+                                    keys,
+                                    tag_keys,
+                                    token,
+                                    codec,
+                                    is_none,
+                                    stale,
+                                };
+                                return self.refresh(refresh, &lease, opts, &stats, v, body).await;
                             }
                             stats.hit();
                             return Ok(v);
@@ -340,28 +399,10 @@ impl Cache {
                             self.discard_corrupt(&keys, &stats, &e).await;
                             if attempt >= 3 {
                                 stats.miss();
-                                return timed_load(&stats, body).await;
+                                return timed_load(&stats, body.inline()).await;
                             }
                         }
                     }
-                }
-                Ok(Lookup::Leased { tokens, corrupt }) => {
-                    if corrupt {
-                        stats.corrupt_entry();
-                    }
-                    stats.miss();
-                    return self
-                        .lead(
-                            &keys,
-                            token.as_str(),
-                            &tokens,
-                            codec,
-                            opts,
-                            is_none,
-                            &stats,
-                            body,
-                        )
-                        .await;
                 }
                 Ok(Lookup::Held { pttl_ms, corrupt }) => {
                     if corrupt {
@@ -372,7 +413,7 @@ impl Cache {
                     if !opts.lock || Instant::now() >= deadline {
                         // Someone else is filling: load without waiting and store nothing.
                         stats.miss();
-                        return timed_load(&stats, body).await;
+                        return timed_load(&stats, body.inline()).await;
                     }
                     if !waited {
                         waited = true;
@@ -392,7 +433,7 @@ impl Cache {
                         stats.corrupt_entry();
                     }
                     stats.miss();
-                    return timed_load(&stats, body).await;
+                    return timed_load(&stats, body.inline()).await;
                 }
             }
         }
@@ -409,7 +450,11 @@ impl Cache {
     }
 
     /// Encryption for values this call writes (`None` unless it asks for it).
-    fn sealing<'a>(&'a self, opts: &Options, keys: &'a EntryKeys) -> Option<envelope::Sealing<'a>> {
+    pub(crate) fn sealing<'a>(
+        &'a self,
+        opts: &Options,
+        keys: &'a EntryKeys,
+    ) -> Option<envelope::Sealing<'a>> {
         if opts.encrypt {
             self.any_sealing(keys)
         } else {
@@ -451,33 +496,35 @@ impl Cache {
     }
 
     /// Reloads a stale or early-refreshed entry if this caller gets its lease;
-    /// otherwise, and when the loader fails, serves the current value.
-    #[allow(clippy::too_many_arguments)]
-    async fn refresh<T, E, F>(
+    /// otherwise, and when the loader fails, serves the current value. A body
+    /// that can run on its own reloads in the background, and this caller is
+    /// served the current value at once.
+    async fn refresh<T, E, B>(
         &self,
-        keys: &EntryKeys,
-        tag_keys: &[String],
+        r: Refresh<T>,
         lease: &LeaseArgs<'_>,
-        codec: crate::CodecKind,
         opts: &Options,
-        is_none: fn(&T) -> bool,
-        stats: &Counters,
+        stats: &Arc<Counters>,
         current: T,
-        stale: bool,
-        body: F,
+        body: B,
     ) -> Result<T, E>
     where
         T: Cacheable,
-        F: Future<Output = Result<T, E>>,
+        B: Body<T, E>,
     {
         let serve_current = |stats: &Counters| {
-            if stale {
+            if r.stale {
                 stats.stale_serve();
             } else {
                 stats.hit();
             }
         };
-        let tokens = match self.inner.store.lookup(keys, tag_keys, Some(lease)).await {
+        let tokens = match self
+            .inner
+            .store
+            .lookup(&r.keys, &r.tag_keys, Some(lease))
+            .await
+        {
             Ok(Lookup::Leased { tokens, .. }) => tokens,
             Ok(_) => {
                 serve_current(stats);
@@ -490,110 +537,33 @@ impl Cache {
             }
         };
         stats.refresh();
-        match self
-            .lead(
-                keys,
-                lease.token,
-                &tokens,
-                codec,
-                opts,
-                is_none,
-                stats,
-                body,
-            )
-            .await
-        {
-            Ok(v) => Ok(v),
-            Err(_) if stale => {
-                // Failover: the source failed, the stale value stands in.
-                stats.stale_serve();
-                Ok(current)
+        let mut guard =
+            FlightGuard::new(self, &r.keys, self.inner.flights.lead(&r.keys.entry, false));
+        guard.holds(r.token);
+        let lead = Lead {
+            guard,
+            tag_keys: r.tag_keys,
+            tokens,
+            codec: r.codec,
+            opts: opts.clone(),
+            is_none: r.is_none,
+            stats: stats.clone(),
+        };
+        let (body, lead) = match body.detach(lead) {
+            Ok(()) => {
+                serve_current(stats);
+                return Ok(current);
             }
+            Err(back) => *back,
+        };
+        match body.lead(lead).await {
+            Ok(v) => Ok(v),
             Err(_) => {
-                stats.hit();
+                // Failover: the source failed, the current value stands in.
+                serve_current(stats);
                 Ok(current)
             }
         }
-    }
-
-    /// Runs the loader while holding the lease, then fills.
-    #[allow(clippy::too_many_arguments)]
-    async fn lead<T, E, F>(
-        &self,
-        keys: &EntryKeys,
-        token: &str,
-        tokens: &str,
-        codec: crate::CodecKind,
-        opts: &Options,
-        is_none: fn(&T) -> bool,
-        stats: &Counters,
-        body: F,
-    ) -> Result<T, E>
-    where
-        T: Cacheable,
-        F: Future<Output = Result<T, E>>,
-    {
-        let inner = &*self.inner;
-        let guard = FlightGuard::register(self, keys, token);
-        let started = Instant::now();
-        let out = body.await;
-        let compute = started.elapsed();
-        stats.loaded(compute);
-        let value = match &out {
-            Ok(v) => v,
-            Err(_) => {
-                guard.land(Landing::Retry);
-                let _ = inner.store.release(keys, token).await;
-                return out;
-            }
-        };
-        let none = is_none(value);
-        let ttl = match (none, opts.cache_none) {
-            (true, None) => {
-                guard.land(Landing::Retry);
-                let _ = inner.store.release(keys, token).await;
-                return out;
-            }
-            (true, Some(t)) => t,
-            (false, _) => opts.ttl.unwrap_or(inner.default_ttl),
-        };
-        let fresh_ms = jittered_ms(ttl, opts.jitter.unwrap_or(inner.jitter));
-        let px = fresh_ms + opts.stale.map_or(0, |s| s.as_millis() as u64);
-        let meta = Meta {
-            flags: if none { envelope::FLAG_NONE } else { 0 },
-            fresh_until_ms: (inner.now_ms)() + fresh_ms,
-            compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
-        };
-        let landing = match envelope::encode(
-            codec,
-            value,
-            meta,
-            tokens,
-            &opts.tags,
-            inner.max_value_size,
-            self.sealing(opts, keys),
-        ) {
-            Ok(bytes) => match inner.store.fill(keys, token, &bytes, px).await {
-                Ok(true) => Landing::Stored(Arc::new(bytes)),
-                Ok(false) => {
-                    stats.fill_rejected();
-                    Landing::Retry
-                }
-                Err(e) => {
-                    stats.error();
-                    tracing::debug!(error = %e, "cache: fill failed");
-                    Landing::Retry
-                }
-            },
-            Err(e) => {
-                stats.error();
-                tracing::warn!(error = %e, key = %self.shown_key(&keys.entry), "cache: value not stored");
-                let _ = inner.store.release(keys, token).await;
-                Landing::Retry
-            }
-        };
-        guard.land(landing);
-        out
     }
 
     async fn discard_corrupt(
@@ -797,6 +767,16 @@ impl SetEntry {
             fresh,
         }
     }
+}
+
+/// What a refresh needs besides the caller's options.
+struct Refresh<T> {
+    keys: EntryKeys,
+    tag_keys: Vec<String>,
+    token: Token,
+    codec: crate::CodecKind,
+    is_none: fn(&T) -> bool,
+    stale: bool,
 }
 
 async fn timed_load<T, E, F: Future<Output = Result<T, E>>>(

@@ -117,7 +117,12 @@ impl<K, V, E> fmt::Debug for Loader<K, V, E> {
     }
 }
 
-impl<K: fmt::Display, V: Cacheable, E> Loader<K, V, E> {
+impl<K, V, E> Loader<K, V, E>
+where
+    K: fmt::Display + Send + 'static,
+    V: Cacheable,
+    E: Send + 'static,
+{
     /// The cache key of `k`: the family, `:`, and `k` escaped as a placeholder.
     pub fn key(&self, k: &K) -> String {
         let mut w = KeyWriter::new();
@@ -125,12 +130,14 @@ impl<K: fmt::Display, V: Cacheable, E> Loader<K, V, E> {
         w.finish()
     }
 
-    /// The value of `k`, from the cache or loaded.
+    /// The value of `k`, from the cache or loaded. A load runs in a task of
+    /// its own ([`Cache::get_or_spawn`]): it finishes even if this caller is
+    /// dropped, and refreshes (`stale`, `early_refresh`) run in the background.
     pub async fn get(&self, k: K) -> Result<V, E> {
         let key = self.key(&k);
         let load = self.load.clone();
         self.cache
-            .get_or_load(key, &self.options, move || async move { load(k).await })
+            .get_or_spawn(key, &self.options, move || async move { load(k).await })
             .await
     }
 

@@ -115,3 +115,54 @@ async fn hit_is_one_round_trip_and_miss_is_two() {
     );
     assert_eq!(cache.stats().hits, 2);
 }
+
+/// Concurrent misses in one process ask Redis for the lease once: the first
+/// caller asks, the others wait on its flight instead of running the lookup
+/// script too (and are handed its value when it fills).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_ask_for_the_lease_once() {
+    let server = cache_tests::RedisServer::start();
+    let cache = Cache::builder()
+        .url(server.url())
+        .prefix("rt-once")
+        .build()
+        .await
+        .unwrap();
+    let opts = Options::new().ttl(Duration::from_secs(60));
+    let _: Result<u32, Infallible> = cache.get_or_load("warm", &opts, || async { Ok(0) }).await;
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let n = 100;
+    let seen = commands_during(&server, async {
+        let mut callers = Vec::new();
+        for _ in 0..n {
+            let (cache, opts, gate) = (cache.clone(), opts.clone(), gate.clone());
+            callers.push(tokio::spawn(async move {
+                let v: Result<u32, Infallible> = cache
+                    .get_or_load("cold", &opts, || async move {
+                        gate.notified().await;
+                        Ok(7)
+                    })
+                    .await;
+                v.unwrap()
+            }));
+        }
+        // Everyone but the holder waits before the loader may finish.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while cache.stats().lock_waits < n - 1 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("callers joined the flight");
+        gate.notify_one();
+        for c in callers {
+            assert_eq!(c.await.unwrap(), 7);
+        }
+    })
+    .await;
+    let scripts = seen.iter().filter(|l| l.contains("\"EVALSHA\"")).count();
+    let reads = seen.iter().filter(|l| l.contains("\"GET\"")).count();
+    assert_eq!(scripts, 2, "one lookup-or-lease and one fill: {seen:#?}");
+    assert!(reads <= n as usize, "at most one read per caller");
+    assert_eq!(cache.stats().loads, 2, "the warm-up and one load");
+}
