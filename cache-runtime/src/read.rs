@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::__private::Cacheable;
 use crate::envelope::{self, Meta};
-use crate::flight::Acquire;
+use crate::flight::{Acquire, Landing};
 use crate::lead::{Body, Detached, FlightGuard, Inline, Lead};
 use crate::stats::Counters;
 use crate::store::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Store};
@@ -313,10 +313,19 @@ impl Cache {
         let keys = EntryKeys::of(entry);
         // A miss: the first caller here asks for the lease; the others wait
         // for it instead of asking too.
+        // One random token: the lease's, and (unique per call) the prefix of
+        // versions for tags that have none yet.
+        let token = Token::random();
         let mut asking: Option<FlightGuard> = None;
         if peeked.is_none() {
             match inner.flights.acquire(&keys.entry) {
-                Acquire::Ask(slot) => asking = Some(FlightGuard::new(self, &keys, slot)),
+                Acquire::Ask(slot) => {
+                    // Should this call be dropped while asking, the lease it
+                    // may just have been granted is given back.
+                    let mut guard = FlightGuard::new(self, &keys, slot);
+                    guard.holds(token);
+                    asking = Some(guard);
+                }
                 Acquire::Join(waiter) => {
                     if let Some(v) = self.joined(waiter, opts, &keys.entry, &stats).await {
                         return Ok(v);
@@ -324,9 +333,6 @@ impl Cache {
                 }
             }
         }
-        // One random token: the lease's, and (unique per call) the prefix of
-        // versions for tags that have none yet.
-        let token = Token::random();
         let mut lease = LeaseArgs {
             mode: LeaseMode::OnMiss,
             token: token.as_str(),
@@ -365,7 +371,9 @@ impl Cache {
                 return body.lead(lead).await;
             }
             // Not leased to this call: whoever joined it looks for themselves.
-            drop(asking.take());
+            if let Some(guard) = asking.take() {
+                guard.land(Landing::Retry);
+            }
             match found {
                 Err(e) => {
                     stats.error();
