@@ -521,6 +521,25 @@ pub fn flush_outcome<R: IntoFlushResult>(r: R) -> FlushResult {
     r.into_flush_result()
 }
 
+/// Parses and decodes stored bytes exactly as a cache hit does (envelope
+/// checks, the size limit, then the codec), for a plaintext entry. Lets tests
+/// feed the read path bytes of their own making.
+pub fn decode_stored<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    codec: CodecKind,
+    max_value_size: usize,
+) -> Result<T, String> {
+    let reading = crate::envelope::Reading {
+        codec,
+        max_size: max_value_size,
+        sealing: None,
+        require_sealed: false,
+    };
+    crate::envelope::decode::<T>(bytes, reading)
+        .map(|(v, _)| v)
+        .map_err(|e| e.to_string())
+}
+
 fn never_none<T>(_: &T) -> bool {
     false
 }

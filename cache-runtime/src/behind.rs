@@ -441,5 +441,7 @@ impl Flusher {
 
 /// Decodes the arguments of a write-behind call (used by generated handlers).
 pub fn decode_args<A: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<A, String> {
-    postcard::from_bytes(bytes).map_err(|e| format!("undecodable write-behind arguments: {e}"))
+    crate::codec::postcard_take_from_bytes(bytes)
+        .map(|(args, _)| args)
+        .map_err(|e| format!("undecodable write-behind arguments: {e}"))
 }

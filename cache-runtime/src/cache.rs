@@ -370,6 +370,11 @@ impl CacheBuilder {
     }
 
     /// Largest encoded value that is stored or read back (default 16 MiB).
+    ///
+    /// Longer stored bytes are refused before decoding, and decoding reserves
+    /// room in advance for at most one collection element per byte of the
+    /// value, so a forged length prefix cannot make a read allocate memory
+    /// the value could not fill.
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.max_value_size = bytes;
         self

@@ -11,8 +11,16 @@
 //! | [`Json`] | 2 | readable with `redis-cli`, larger |
 //! | [`MsgPack`] | 3 | self-describing, compact (struct-as-map) |
 //! | `Bincode` (feature `bincode`) | 4 | bincode 2 in serde mode |
+//!
+//! Decoding reserves room in advance for at most one collection element per
+//! byte of the value, and copies a string or byte buffer only once its bytes
+//! are known to be there: a forged length prefix in a stored value cannot make
+//! a read set aside memory the value could not fill. JSON has no length
+//! prefixes, so serde_json is used as it is.
 
 use serde::{Serialize, de::DeserializeOwned};
+
+mod bounded;
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -68,12 +76,22 @@ impl Codec for Postcard {
             .map_err(|e| CodecError::new(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        match postcard::take_from_bytes(bytes) {
+        match postcard_take_from_bytes(bytes) {
             Ok((v, [])) => Ok(v),
             Ok(_) => Err(CodecError::new(Self::NAME, "trailing bytes")),
             Err(e) => Err(CodecError::new(Self::NAME, e)),
         }
     }
+}
+
+/// Decodes a postcard value from the start of `bytes` and returns the bytes
+/// after it, reserving no more room than `bytes` can fill.
+pub(crate) fn postcard_take_from_bytes<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, &[u8]), postcard::Error> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let v = bounded::deserialize(&mut de, bytes.len())?;
+    Ok((v, de.finalize()?))
 }
 
 /// JSON via serde_json.
@@ -106,7 +124,8 @@ impl Codec for MsgPack {
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
-        let v = T::deserialize(&mut de).map_err(|e| CodecError::new(Self::NAME, e))?;
+        let v: T = bounded::deserialize(&mut de, bytes.len())
+            .map_err(|e| CodecError::new(Self::NAME, e))?;
         if de.position() == bytes.len() as u64 {
             Ok(v)
         } else {
@@ -130,8 +149,8 @@ impl Codec for Bincode {
             .map_err(|e| CodecError::new(Self::NAME, e))
     }
     fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-        let limit = bincode::config::standard();
-        match bincode::serde::decode_from_slice(bytes, limit) {
+        let seed = bounded::Seed::<T>::new(bytes.len());
+        match bincode::serde::seed_decode_from_slice(seed, bytes, bincode::config::standard()) {
             Ok((v, n)) if n == bytes.len() => Ok(v),
             Ok(_) => Err(CodecError::new(Self::NAME, "trailing bytes")),
             Err(e) => Err(CodecError::new(Self::NAME, e)),
@@ -248,5 +267,111 @@ mod tests {
             longer.push(0);
             assert!(k.decode::<Rec>(&longer).is_err(), "{k:?} trailing");
         }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Variant {
+        Unit,
+        Newtype(String),
+        Tuple(u8, Vec<u16>),
+        Struct { a: Option<Box<Variant>>, b: char },
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Newtype(Vec<u8>);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Unit;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Shapes {
+        variants: Vec<Variant>,
+        nested: Vec<Vec<Option<String>>>,
+        map: std::collections::BTreeMap<String, std::collections::HashMap<u32, Vec<i64>>>,
+        set: std::collections::HashSet<String>,
+        units: Vec<()>,
+        unit_values: std::collections::HashMap<u8, ()>,
+        tuple: (u8, String, Unit, Newtype),
+        array: [u16; 3],
+        wide: (i128, u128),
+        empty: Vec<String>,
+    }
+
+    fn shapes() -> Shapes {
+        Shapes {
+            variants: vec![
+                Variant::Unit,
+                Variant::Newtype("n".into()),
+                Variant::Tuple(3, vec![1, 2]),
+                Variant::Struct {
+                    a: Some(Box::new(Variant::Unit)),
+                    b: 'é',
+                },
+            ],
+            nested: vec![vec![Some("x".into()), None], vec![]],
+            map: [(
+                "k".to_string(),
+                [(1, vec![-1, i64::MAX]), (2, vec![])].into(),
+            )]
+            .into(),
+            set: ["a".to_string(), "b".to_string()].into(),
+            units: vec![(); 5],
+            unit_values: [(1, ()), (2, ())].into(),
+            tuple: (9, "t".into(), Unit, Newtype(vec![0, 255])),
+            array: [1, 2, 3],
+            wide: (i128::MIN, u128::MAX),
+            empty: vec![],
+        }
+    }
+
+    #[test]
+    fn every_codec_round_trips_every_shape() {
+        for k in kinds() {
+            let mut buf = Vec::new();
+            k.encode(&shapes(), &mut buf).unwrap();
+            assert_eq!(k.decode::<Shapes>(&buf).unwrap(), shapes(), "{k:?}");
+        }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Untagged {
+        Number(u64),
+        Words(Vec<String>),
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Flattened {
+        id: u32,
+        #[serde(flatten)]
+        rest: std::collections::BTreeMap<String, Untagged>,
+        other: Option<Untagged>,
+    }
+
+    #[test]
+    fn self_describing_codecs_round_trip_flatten_and_untagged() {
+        let v = Flattened {
+            id: 1,
+            rest: [
+                ("n".to_string(), Untagged::Number(5)),
+                ("w".to_string(), Untagged::Words(vec!["a".into()])),
+            ]
+            .into(),
+            other: Some(Untagged::Words(vec![])),
+        };
+        for k in [CodecKind::Json, CodecKind::MsgPack] {
+            let mut buf = Vec::new();
+            k.encode(&v, &mut buf).unwrap();
+            assert_eq!(k.decode::<Flattened>(&buf).unwrap(), v, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn write_behind_arguments_ignore_trailing_bytes() {
+        let mut buf = Vec::new();
+        Postcard::encode(&(1u8, "a"), &mut buf).unwrap();
+        buf.push(9);
+        let (args, rest): ((u8, String), _) = postcard_take_from_bytes(&buf).unwrap();
+        assert_eq!((args, rest), ((1, "a".to_string()), &[9][..]));
     }
 }
