@@ -212,6 +212,7 @@ pub struct CacheBuilder {
     pub(crate) keyring: crate::crypto::Keyring,
     pub(crate) tls_root: Option<Vec<u8>>,
     pub(crate) redact_keys: bool,
+    pub(crate) near_capacity: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -261,7 +262,30 @@ impl CacheBuilder {
             keyring: Default::default(),
             tls_root: None,
             redact_keys: false,
+            near_capacity: None,
         }
+    }
+
+    /// Keeps an in-process copy of up to `capacity` recently read entries
+    /// (and tag versions) in front of Redis: a hit on a copy costs no round
+    /// trip. Copies stay correct through Redis client tracking: every change
+    /// under the cache's prefix, by any process, is pushed to this one and
+    /// drops the copy; changes made here drop it at once. If the tracking
+    /// connection is lost, every copy is dropped and reads go to Redis until
+    /// it is back. Ignored by the in-process store (`.memory()`).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .url("redis://127.0.0.1:6379")
+    ///     .near_cache(10_000)
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn near_cache(mut self, capacity: u64) -> Self {
+        self.near_capacity = Some(capacity);
+        self
     }
 
     /// Show keys in tracing spans and logs only as hashes (for keys that
@@ -423,6 +447,7 @@ impl CacheBuilder {
                     self.op_timeout,
                     &self.prefix,
                     Arc::downgrade(&flights),
+                    self.near_capacity,
                 )
                 .await?,
             ),

@@ -164,6 +164,15 @@ pub(crate) fn header_tokens(v: &[u8]) -> Option<&[u8]> {
     Some(&v[TOKENS_AT..TOKENS_AT + semi])
 }
 
+/// The wall-clock time (Unix ms) until which stored bytes are fresh, if
+/// their header is valid.
+pub(crate) fn fresh_until(v: &[u8]) -> Option<u64> {
+    let tokens = header_tokens(v)?;
+    let at = TOKENS_AT + tokens.len() + 1;
+    let b: [u8; 8] = v.get(at..at + 8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(b))
+}
+
 /// Whether the tokens an entry recorded are the tags' current ones: every
 /// tag has a token, and they are the recorded ones, in order.
 pub(crate) fn tags_current(recorded: &[u8], current: &[Option<Vec<u8>>]) -> bool {

@@ -202,3 +202,37 @@ impl Cache {
             .collect())
     }
 }
+
+/// The near cache's state ([`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NearState {
+    /// The tracking connection is up and copies are being used.
+    pub live: bool,
+    /// Invalidations Redis has pushed so far.
+    pub pushed: u64,
+    /// Times the tracking connection was lost (every copy is dropped then).
+    pub losses: u64,
+}
+
+impl Cache {
+    /// The near cache's state, when the cache has one.
+    pub fn near_state(&self) -> Option<NearState> {
+        let near = self.inner.store.near()?;
+        Some(NearState {
+            live: near.live(),
+            pushed: near.pushed(),
+            losses: near.losses(),
+        })
+    }
+
+    /// Waits until the near cache has applied more than `seen` pushed
+    /// invalidations ([`NearState::pushed`]); at once without a near cache.
+    /// For tests and tools that watch invalidations arrive.
+    #[doc(hidden)]
+    pub async fn near_pushed_beyond(&self, seen: u64) {
+        if let Some(near) = self.inner.store.near() {
+            near.pushed_beyond(seen).await;
+        }
+    }
+}

@@ -6,6 +6,7 @@
 
 mod glob;
 pub(crate) mod memory;
+pub(crate) mod near;
 pub(crate) mod redis;
 
 use crate::error::Result;
@@ -126,6 +127,14 @@ impl Store {
         match self {
             Store::Redis(s) => s.breaker_open(),
             _ => false,
+        }
+    }
+
+    /// The near cache in front of the store, if any.
+    pub(crate) fn near(&self) -> Option<&near::Near> {
+        match self {
+            Store::Redis(s) => s.near(),
+            _ => None,
         }
     }
 

@@ -5,13 +5,14 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use super::near::{Generation, Near};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
 use crate::flight::Flights;
@@ -47,8 +48,10 @@ pub(crate) struct RedisStore {
     channel: String,
     wakeups: Arc<Wakeups>,
     breaker: Breaker,
-    /// Dropping it stops the subscriber task.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// The near cache, when there is one.
+    near: Option<Arc<Near>>,
+    /// Dropping it stops the subscriber task (and the tracking task).
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// State of the wake-up subscription.
@@ -67,6 +70,7 @@ impl RedisStore {
         timeout: Duration,
         prefix: &str,
         flights: Weak<Flights>,
+        near_capacity: Option<u64>,
     ) -> Result<Self> {
         let client = open_client(url, tls_root)?;
         let config = ConnectionManagerConfig::new()
@@ -85,6 +89,23 @@ impl RedisStore {
             wakeups.clone(),
             stopped,
         ));
+        let mut stops = vec![stop];
+        let near = match near_capacity {
+            Some(capacity) => {
+                let near = Arc::new(Near::new(capacity));
+                let (stop, stopped) = tokio::sync::oneshot::channel();
+                stops.push(stop);
+                tokio::spawn(super::near::track(
+                    open_client_with(&client, tls_root, redis::ProtocolVersion::RESP3)?,
+                    prefix.to_string(),
+                    Arc::downgrade(&near),
+                    timeout,
+                    stopped,
+                ));
+                Some(near)
+            }
+            None => None,
+        };
         let store = RedisStore {
             client: client.clone(),
             conn,
@@ -93,7 +114,8 @@ impl RedisStore {
             channel,
             wakeups,
             breaker: Breaker::new(DEFAULT_THRESHOLD, DEFAULT_COOLDOWN),
-            _stop: stop,
+            near,
+            _stop: stops,
         };
         if let Err(e) = store.load_scripts().await {
             tracing::warn!(error = %e, "cache: Redis not reachable at start; reads use their loaders until it is");
@@ -186,7 +208,36 @@ impl RedisStore {
     /// The hit path: the entry and its tags' current tokens in one command
     /// (`GET`, or `MGET entry tag…`), no script: a plain read costs the server
     /// a fraction of a script call. A miss then takes the lease with `lookup`.
+    /// With a near cache, copies answer when they can, and what Redis returns
+    /// is copied.
     pub(crate) async fn peek(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
+        let Some(near) = self.near.as_deref().filter(|n| n.live()) else {
+            return self.peek_redis(entry, tag_keys).await;
+        };
+        if let Some(p) = near_peek(near, entry, tag_keys) {
+            return Ok(p);
+        }
+        let before: Vec<Generation> = std::iter::once(entry)
+            .chain(tag_keys.iter().map(String::as_str))
+            .map(|k| near.generation(k))
+            .collect();
+        let p = self.peek_redis(entry, tag_keys).await?;
+        let now = Instant::now();
+        if let Some(bytes) = &p.entry
+            && let Some(until) = crate::envelope::fresh_until(bytes)
+        {
+            let left = until.saturating_sub(crate::read::now_ms());
+            near.keep(entry, before[0], bytes, now + Duration::from_millis(left));
+        }
+        for ((key, token), g) in tag_keys.iter().zip(&p.tags).zip(&before[1..]) {
+            if let Some(token) = token {
+                near.keep(key, *g, token, now + NEAR_TAG_AGE);
+            }
+        }
+        Ok(p)
+    }
+
+    async fn peek_redis(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
         if tag_keys.is_empty() {
             let mut cmd = redis::Cmd::with_capacity(2, entry.len() + 8);
             cmd.arg("GET").arg(entry);
@@ -211,6 +262,21 @@ impl RedisStore {
         }
         let entry = all.remove(0);
         Ok(super::Peek { entry, tags: all })
+    }
+
+    /// Drops the near-cache copies of keys this process changes, so that it
+    /// reads its own writes before Redis's invalidation arrives.
+    fn forget<'k>(&self, keys: impl IntoIterator<Item = &'k str>) {
+        if let Some(near) = &self.near {
+            for k in keys {
+                near.forget(k);
+            }
+        }
+    }
+
+    /// The near cache, when there is one.
+    pub(crate) fn near(&self) -> Option<&Near> {
+        self.near.as_deref()
     }
 
     /// Runs a prepared `EVALSHA`; loads the script and retries once if the
@@ -245,8 +311,9 @@ impl RedisStore {
             .arg(bytes)
             .arg(px)
             .arg(&self.channel);
-        let n: i64 = self.invoke(&inv).await?;
-        Ok(n == 1)
+        let n: Result<i64> = self.invoke(&inv).await;
+        self.forget([k.entry.as_str()]);
+        Ok(n? == 1)
     }
 
     pub(crate) async fn release(&self, k: &EntryKeys, token: &str) -> Result<()> {
@@ -260,8 +327,9 @@ impl RedisStore {
         let mut inv = self.scripts.set.prepare_invoke();
         push_write(&mut inv, w, None);
         inv.arg(&self.channel);
-        let _: i64 = self.invoke(&inv).await?;
-        Ok(())
+        let r: Result<i64> = self.invoke(&inv).await;
+        self.forget(write_keys(w));
+        r.map(|_| ())
     }
 
     /// Runs one command within the operation timeout and the breaker.
@@ -284,8 +352,11 @@ impl RedisStore {
     }
 
     pub(crate) async fn put_raw(&self, key: &str, bytes: &[u8], px: u64) -> Result<()> {
-        self.query(redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(px))
-            .await
+        let r = self
+            .query(redis::cmd("SET").arg(key).arg(bytes).arg("PX").arg(px))
+            .await;
+        self.forget([key]);
+        r
     }
 
     pub(crate) async fn pttl(&self, key: &str) -> Result<i64> {
@@ -303,8 +374,9 @@ impl RedisStore {
         let mut inv = self.scripts.behind.prepare_invoke();
         push_write(&mut inv, w, Some(stream));
         inv.arg(&self.channel).arg(key).arg(args);
-        let _: String = self.invoke(&inv).await?;
-        Ok(())
+        let r: Result<String> = self.invoke(&inv).await;
+        self.forget(write_keys(w));
+        r.map(|_| ())
     }
 
     pub(crate) async fn xlen(&self, stream: &str) -> Result<u64> {
@@ -327,7 +399,9 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(0);
         }
-        self.query(redis::cmd("UNLINK").arg(keys)).await
+        let r = self.query(redis::cmd("UNLINK").arg(keys)).await;
+        self.forget(keys.iter().map(String::as_str));
+        r
     }
 
     pub(crate) async fn set_tokens(
@@ -344,8 +418,11 @@ impl RedisStore {
             pipe.cmd("SET").arg(k).arg(t).arg("PX").arg(ttl_ms).ignore();
         }
         let mut conn = self.conn.clone();
-        self.timed(async move { pipe.query_async::<()>(&mut conn).await })
-            .await
+        let r = self
+            .timed(async move { pipe.query_async::<()>(&mut conn).await })
+            .await;
+        self.forget(keys.iter().map(String::as_str));
+        r
     }
 
     /// One `SCAN` step: the next cursor and the keys of this page.
@@ -422,6 +499,29 @@ impl RedisStore {
     }
 }
 
+/// How long a copied tag version is used without news from Redis (which
+/// pushes every change of it).
+const NEAR_TAG_AGE: Duration = Duration::from_secs(60);
+
+/// A peek answered by near-cache copies alone: the entry and every tag.
+fn near_peek(near: &Near, entry: &str, tag_keys: &[String]) -> Option<super::Peek> {
+    let bytes = near.get(entry)?;
+    let mut tags = Vec::with_capacity(tag_keys.len());
+    for t in tag_keys {
+        tags.push(Some(near.get(t)?.to_vec()));
+    }
+    Some(super::Peek {
+        entry: Some(bytes.to_vec()),
+        tags,
+    })
+}
+
+/// The keys an unconditional store changes: the entry and its tags (a tag
+/// with no version gets one).
+fn write_keys<'a>(w: &'a Write<'_>) -> impl Iterator<Item = &'a str> {
+    std::iter::once(w.keys.entry.as_str()).chain(w.tag_keys.iter().map(String::as_str))
+}
+
 /// The keys and arguments `set.lua` and `behind.lua` share: entry, lease,
 /// (stream,) tags; head, tail, ttl, tag ttl, fresh prefix.
 fn push_write(inv: &mut redis::ScriptInvocation<'_>, w: &Write<'_>, stream: Option<&str>) {
@@ -446,6 +546,27 @@ fn evalsha(script: &Script, nkeys: usize, nargs: usize, bytes: usize) -> redis::
     let mut cmd = redis::Cmd::with_capacity(3 + nargs, 64 + bytes);
     cmd.arg("EVALSHA").arg(script.get_hash()).arg(nkeys);
     cmd
+}
+
+/// Another client for the server of `client`, speaking `protocol`.
+fn open_client_with(
+    client: &redis::Client,
+    tls_root: Option<&[u8]>,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Client> {
+    let info = client.get_connection_info().clone();
+    let settings = info.redis_settings().clone().set_protocol(protocol);
+    let info = info.set_redis_settings(settings);
+    Ok(match tls_root {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            },
+        )?,
+        None => redis::Client::open(info)?,
+    })
 }
 
 /// A client for `url`; `rediss://` over rustls (ring), trusting `tls_root`
