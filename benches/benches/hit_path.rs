@@ -11,8 +11,10 @@
 //! equally often) so that machine noise hits all alike; the tables show
 //! medians over rounds and ratios.
 //!
-//! `HIT_PATH_ONLY=ours|raw|cached` runs only one side, once, for profiling
-//! (`valgrind --tool=callgrind`).
+//! `HIT_PATH_ONLY=ours|raw|cached` runs only one side, 2 000 calls in one
+//! task (`HIT_PATH_CALLS=n` for another count), for profiling
+//! (`valgrind --tool=callgrind`): the difference between two counts, divided
+//! by the difference of the counts, is the client's cost of one hit.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -122,6 +124,14 @@ fn only() -> Option<String> {
     std::env::var("HIT_PATH_ONLY").ok()
 }
 
+/// Calls made under `HIT_PATH_ONLY`: `HIT_PATH_CALLS`, else [`OPS`].
+fn only_calls() -> usize {
+    std::env::var("HIT_PATH_CALLS")
+        .ok()
+        .map(|n| n.parse().expect("HIT_PATH_CALLS: a count"))
+        .unwrap_or(OPS)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -179,14 +189,16 @@ async fn run() {
     }
     let loads_before = cache.stats().loads;
     if let Some(side) = only() {
-        for _ in 0..OPS {
-            match side.as_str() {
-                "ours" => drop(std::hint::black_box(cached_user(1).await.expect("hit"))),
-                "raw" => drop(std::hint::black_box(raw_user(&mut conn, RAW_KEY).await)),
-                "cached" => drop(std::hint::black_box(peer_user(1).await.expect("hit"))),
-                other => panic!("HIT_PATH_ONLY={other}: expected ours, raw or cached"),
-            }
-        }
+        let side = match side.as_str() {
+            "ours" => Side::Ours,
+            "raw" => Side::Raw,
+            "cached" => Side::Peer,
+            other => panic!("HIT_PATH_ONLY={other}: expected ours, raw or cached"),
+        };
+        let conn = conn.clone();
+        tokio::spawn(calls(side, conn, only_calls()))
+            .await
+            .expect("calls task");
         return;
     }
 
@@ -194,7 +206,11 @@ async fn run() {
     let mut latency = Samples::default();
     for round in 0..ROUNDS {
         for side in ORDERS[round % ORDERS.len()] {
-            latency.push(side, measure_latency(side, &mut conn).await);
+            let conn = conn.clone();
+            let v = tokio::spawn(measure_latency(side, conn))
+                .await
+                .expect("latency task");
+            latency.push(side, v);
         }
     }
     let (lat_ours, lat_raw, lat_peer) = latency.medians();
@@ -244,26 +260,35 @@ async fn run() {
     bytes_per_entry(cache, &mut conn, bytes.len()).await;
 }
 
-async fn measure_latency(side: Side, conn: &mut MultiplexedConnection) -> f64 {
+/// One task's calls, one after another, in µs per call. It runs as a
+/// spawned task on a worker, as a request handler would (not on the thread
+/// that blocks on the runtime, whose every call would wait for a wake-up from
+/// another thread).
+async fn measure_latency(side: Side, conn: MultiplexedConnection) -> f64 {
     let t = Instant::now();
+    calls(side, conn, OPS).await;
+    t.elapsed().as_secs_f64() * 1e6 / OPS as f64
+}
+
+/// `n` hits of one side, one after another.
+async fn calls(side: Side, mut conn: MultiplexedConnection, n: usize) {
     match side {
         Side::Ours => {
-            for _ in 0..OPS {
+            for _ in 0..n {
                 std::hint::black_box(cached_user(1).await.expect("hit"));
             }
         }
         Side::Raw => {
-            for _ in 0..OPS {
-                std::hint::black_box(raw_user(conn, RAW_KEY).await);
+            for _ in 0..n {
+                std::hint::black_box(raw_user(&mut conn, RAW_KEY).await);
             }
         }
         Side::Peer => {
-            for _ in 0..OPS {
+            for _ in 0..n {
                 std::hint::black_box(peer_user(1).await.expect("hit"));
             }
         }
     }
-    t.elapsed().as_secs_f64() * 1e6 / OPS as f64
 }
 
 async fn measure_throughput(side: Side, conn: &MultiplexedConnection) -> f64 {
