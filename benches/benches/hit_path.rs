@@ -1,16 +1,28 @@
 //! Hit path: `#[cached]` against hand-written redis-rs `GET` + postcard
-//! decode of the same record, on the same redis-server, in the same run.
+//! decode of the same record, and against the `cached` crate's Redis store
+//! (`#[concurrent_cached]` over `AsyncRedisCache`), on the same redis-server,
+//! in the same run; then the bytes each one stores for that record.
 //!
 //! ```text
 //! cargo bench -p cache-benches --bench hit_path
 //! ```
 //!
-//! Rounds alternate the two sides so that machine noise hits both alike; the
-//! table shows medians over rounds and their ratio.
+//! Rounds run the three sides in every order in turn (six orders, each used
+//! equally often) so that machine noise hits all alike; the tables show
+//! medians over rounds and ratios.
+//!
+//! `HIT_PATH_ONLY=ours|raw|cached` runs only one side, 2 000 calls in one
+//! task (`HIT_PATH_CALLS=n` for another count), for profiling
+//! (`valgrind --tool=callgrind`): the difference between two counts, divided
+//! by the difference of the counts, is the client's cost of one hit.
 
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, cached};
+use cache_runtime::{Cache, Options, cached};
+use cached::AsyncRedisCache;
+use cached::macros::concurrent_cached;
+use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,7 +49,36 @@ async fn cached_user(id: u64) -> Result<User, std::convert::Infallible> {
     Ok(user(id))
 }
 
-async fn raw_user(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> User {
+/// The harness server's URL, for the `cached` crate's store (which otherwise
+/// reads `CACHED_REDIS_CONNECTION_STRING`).
+static PEER_URL: OnceLock<String> = OnceLock::new();
+
+/// Key prefix of the `cached` crate's entries.
+const PEER_PREFIX: &str = "peer-user";
+
+/// The same function under the `cached` crate: what its `redis = true` builds
+/// (an `AsyncRedisCache` with a ttl, no refresh on hit), given the URL.
+#[concurrent_cached(
+    map_error = |e| format!("{e:?}"),
+    ty = "AsyncRedisCache<u64, User>",
+    create = r##"{
+        AsyncRedisCache::builder(PEER_PREFIX)
+            .ttl(Duration::from_secs(3600))
+            .connection_string(PEER_URL.get().expect("PEER_URL set before the first call"))
+            .build()
+            .await
+            .expect("AsyncRedisCache")
+    }"##
+)]
+async fn peer_user(id: u64) -> Result<User, String> {
+    PEER_LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(user(id))
+}
+
+/// Loads of [`peer_user`]: only the first call may load.
+static PEER_LOADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+async fn raw_user(conn: &mut MultiplexedConnection, key: &str) -> User {
     let bytes: Vec<u8> = redis::cmd("GET")
         .arg(key)
         .query_async(conn)
@@ -51,16 +92,45 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-const ROUNDS: usize = 15;
+/// A multiple of 6: every order of the three sides is used equally often.
+const ROUNDS: usize = 30;
 const OPS: usize = 2000;
+const TASKS: usize = 64;
+const OPS_PER_TASK: usize = 1000;
+const RAW_KEY: &str = "raw:user:1";
 
-/// `HIT_PATH_ONLY=ours|raw`: run only one side, once, for profiling
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Ours,
+    Raw,
+    Peer,
+}
+
+const ORDERS: [[Side; 3]; 6] = {
+    use Side::*;
+    [
+        [Ours, Raw, Peer],
+        [Raw, Peer, Ours],
+        [Peer, Ours, Raw],
+        [Ours, Peer, Raw],
+        [Peer, Raw, Ours],
+        [Raw, Ours, Peer],
+    ]
+};
+
+/// `HIT_PATH_ONLY=ours|raw|cached`: run only one side, once, for profiling
 /// (`valgrind --tool=callgrind`).
 fn only() -> Option<String> {
     std::env::var("HIT_PATH_ONLY").ok()
 }
-const TASKS: usize = 64;
-const OPS_PER_TASK: usize = 200;
+
+/// Calls made under `HIT_PATH_ONLY`: `HIT_PATH_CALLS`, else [`OPS`].
+fn only_calls() -> usize {
+    std::env::var("HIT_PATH_CALLS")
+        .ok()
+        .map(|n| n.parse().expect("HIT_PATH_CALLS: a count"))
+        .unwrap_or(OPS)
+}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -70,8 +140,31 @@ fn main() {
     rt.block_on(run());
 }
 
+/// Medians of the three sides, in the order ours, raw, peer.
+#[derive(Default)]
+struct Samples {
+    ours: Vec<f64>,
+    raw: Vec<f64>,
+    peer: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, side: Side, value: f64) {
+        match side {
+            Side::Ours => self.ours.push(value),
+            Side::Raw => self.raw.push(value),
+            Side::Peer => self.peer.push(value),
+        }
+    }
+
+    fn medians(self) -> (f64, f64, f64) {
+        (median(self.ours), median(self.raw), median(self.peer))
+    }
+}
+
 async fn run() {
     let server = cache_tests::RedisServer::start();
+    PEER_URL.set(server.url()).expect("PEER_URL set once");
     let cache = Cache::builder()
         .url(server.url())
         .prefix("bench")
@@ -81,121 +174,145 @@ async fn run() {
         .install()
         .expect("install");
     let mut conn = server.conn().await;
-    let raw_key = "raw:user:1";
     let bytes = postcard::to_allocvec(&user(1)).expect("encode");
     let _: () = redis::cmd("SET")
-        .arg(raw_key)
-        .arg(bytes)
+        .arg(RAW_KEY)
+        .arg(&bytes)
         .query_async(&mut conn)
         .await
         .expect("SET");
-    // Warm both paths (fills the cached entry, loads the scripts).
+    // Warm all paths (fills the cached entries, opens the connections).
     for _ in 0..200 {
         cached_user(1).await.expect("hit");
-        raw_user(&mut conn, raw_key).await;
+        raw_user(&mut conn, RAW_KEY).await;
+        peer_user(1).await.expect("hit");
     }
     let loads_before = cache.stats().loads;
     if let Some(side) = only() {
-        for _ in 0..OPS {
-            if side == "ours" {
-                std::hint::black_box(cached_user(1).await.expect("hit"));
-            } else {
-                std::hint::black_box(raw_user(&mut conn, raw_key).await);
-            }
-        }
+        let side = match side.as_str() {
+            "ours" => Side::Ours,
+            "raw" => Side::Raw,
+            "cached" => Side::Peer,
+            other => panic!("HIT_PATH_ONLY={other}: expected ours, raw or cached"),
+        };
+        let conn = conn.clone();
+        tokio::spawn(calls(side, conn, only_calls()))
+            .await
+            .expect("calls task");
         return;
     }
 
     // 1 task: latency per call.
-    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    let mut latency = Samples::default();
     for round in 0..ROUNDS {
-        let measure_ours = async || {
-            let t = Instant::now();
-            for _ in 0..OPS {
-                std::hint::black_box(cached_user(1).await.expect("hit"));
-            }
-            t.elapsed().as_secs_f64() * 1e6 / OPS as f64
-        };
-        if round % 2 == 0 {
-            ours.push(measure_ours().await);
-            raw.push(measure_raw(&mut conn, raw_key).await);
-        } else {
-            raw.push(measure_raw(&mut conn, raw_key).await);
-            ours.push(measure_ours().await);
+        for side in ORDERS[round % ORDERS.len()] {
+            let conn = conn.clone();
+            let v = tokio::spawn(measure_latency(side, conn))
+                .await
+                .expect("latency task");
+            latency.push(side, v);
         }
     }
-    let (lat_ours, lat_raw) = (median(ours), median(raw));
+    let (lat_ours, lat_raw, lat_peer) = latency.medians();
 
     // 64 tasks: throughput.
-    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    let mut throughput = Samples::default();
     for round in 0..ROUNDS {
-        if round % 2 == 0 {
-            ours.push(throughput_ours().await);
-            raw.push(throughput_raw(&conn, raw_key).await);
-        } else {
-            raw.push(throughput_raw(&conn, raw_key).await);
-            ours.push(throughput_ours().await);
+        for side in ORDERS[round % ORDERS.len()] {
+            throughput.push(side, measure_throughput(side, &conn).await);
         }
     }
-    let (tp_ours, tp_raw) = (median(ours), median(raw));
+    let (tp_ours, tp_raw, tp_peer) = throughput.medians();
     assert_eq!(
         cache.stats().loads,
         loads_before,
-        "every measured call was a hit"
+        "every measured call of ours was a hit"
+    );
+    assert_eq!(
+        PEER_LOADS.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "every measured call of the peer was a hit"
     );
 
     println!(
-        "hit path, {ROUNDS} alternating rounds, medians (redis-server {} on loopback)",
+        "hit path, {ROUNDS} rounds (every order of the sides alike), medians (redis-server {} on loopback)",
         server_version(&mut conn).await
     );
     println!();
-    println!("| measure | #[cached] | redis-rs GET + decode | ratio |");
-    println!("|---|---|---|---|");
     println!(
-        "| latency, 1 task ({OPS} calls/round) | {lat_ours:.1} µs | {lat_raw:.1} µs | {:.3}× |",
-        lat_ours / lat_raw
+        "| measure | #[cached] | redis-rs GET + decode | `cached` crate | ours / raw | ours / `cached` |"
+    );
+    println!("|---|---|---|---|---|---|");
+    println!(
+        "| latency, 1 task ({OPS} calls/round) | {lat_ours:.1} µs | {lat_raw:.1} µs | {lat_peer:.1} µs | {:.3}× | {:.3}× |",
+        lat_ours / lat_raw,
+        lat_ours / lat_peer,
     );
     println!(
-        "| throughput, {TASKS} tasks ({OPS_PER_TASK} calls each/round) | {:.0} /s | {:.0} /s | {:.3}× |",
-        tp_ours,
-        tp_raw,
-        tp_ours / tp_raw
+        "| throughput, {TASKS} tasks ({OPS_PER_TASK} calls each/round) | {tp_ours:.0} /s | {tp_raw:.0} /s | {tp_peer:.0} /s | {:.3}× | {:.3}× |",
+        tp_ours / tp_raw,
+        tp_ours / tp_peer,
     );
+    println!();
+    println!("Latency ratios: lower is better for ours; throughput ratios: higher is better.");
+    println!();
+
+    bytes_per_entry(cache, &mut conn, bytes.len()).await;
 }
 
-async fn measure_raw(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> f64 {
+/// One task's calls, one after another, in µs per call. It runs as a
+/// spawned task on a worker, as a request handler would (not on the thread
+/// that blocks on the runtime, whose every call would wait for a wake-up from
+/// another thread).
+async fn measure_latency(side: Side, conn: MultiplexedConnection) -> f64 {
     let t = Instant::now();
-    for _ in 0..OPS {
-        std::hint::black_box(raw_user(conn, key).await);
-    }
+    calls(side, conn, OPS).await;
     t.elapsed().as_secs_f64() * 1e6 / OPS as f64
 }
 
-async fn throughput_ours() -> f64 {
-    let t = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            tokio::spawn(async {
-                for _ in 0..OPS_PER_TASK {
-                    std::hint::black_box(cached_user(1).await.expect("hit"));
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("task");
+/// `n` hits of one side, one after another.
+async fn calls(side: Side, mut conn: MultiplexedConnection, n: usize) {
+    match side {
+        Side::Ours => {
+            for _ in 0..n {
+                std::hint::black_box(cached_user(1).await.expect("hit"));
+            }
+        }
+        Side::Raw => {
+            for _ in 0..n {
+                std::hint::black_box(raw_user(&mut conn, RAW_KEY).await);
+            }
+        }
+        Side::Peer => {
+            for _ in 0..n {
+                std::hint::black_box(peer_user(1).await.expect("hit"));
+            }
+        }
     }
-    (TASKS * OPS_PER_TASK) as f64 / t.elapsed().as_secs_f64()
 }
 
-async fn throughput_raw(conn: &redis::aio::MultiplexedConnection, key: &'static str) -> f64 {
+async fn measure_throughput(side: Side, conn: &MultiplexedConnection) -> f64 {
     let t = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|_| {
             let mut conn = conn.clone();
             tokio::spawn(async move {
-                for _ in 0..OPS_PER_TASK {
-                    std::hint::black_box(raw_user(&mut conn, key).await);
+                match side {
+                    Side::Ours => {
+                        for _ in 0..OPS_PER_TASK {
+                            std::hint::black_box(cached_user(1).await.expect("hit"));
+                        }
+                    }
+                    Side::Raw => {
+                        for _ in 0..OPS_PER_TASK {
+                            std::hint::black_box(raw_user(&mut conn, RAW_KEY).await);
+                        }
+                    }
+                    Side::Peer => {
+                        for _ in 0..OPS_PER_TASK {
+                            std::hint::black_box(peer_user(1).await.expect("hit"));
+                        }
+                    }
                 }
             })
         })
@@ -206,7 +323,45 @@ async fn throughput_raw(conn: &redis::aio::MultiplexedConnection, key: &'static 
     (TASKS * OPS_PER_TASK) as f64 / t.elapsed().as_secs_f64()
 }
 
-async fn server_version(conn: &mut redis::aio::MultiplexedConnection) -> String {
+/// `STRLEN` and `MEMORY USAGE` of the entry each side stored for `user(1)`.
+async fn bytes_per_entry(cache: &Cache, conn: &mut MultiplexedConnection, postcard_len: usize) {
+    let ours_key = cache.stored_key("user:1", &Options::new());
+    let peer_keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{PEER_PREFIX}*"))
+        .query_async(conn)
+        .await
+        .expect("KEYS");
+    let [peer_key] = peer_keys.as_slice() else {
+        panic!("expected one entry of the `cached` crate, found {peer_keys:?}");
+    };
+    let mut rows = Vec::new();
+    for (label, key) in [
+        ("bare postcard (the raw side)", RAW_KEY),
+        ("#[cached] (envelope + postcard)", ours_key.as_str()),
+        ("`cached` crate (MessagePack)", peer_key.as_str()),
+    ] {
+        let (len, usage): (i64, i64) = redis::pipe()
+            .cmd("STRLEN")
+            .arg(key)
+            .cmd("MEMORY")
+            .arg("USAGE")
+            .arg(key)
+            .query_async(conn)
+            .await
+            .expect("STRLEN, MEMORY USAGE");
+        assert!(len > 0, "{key} holds the entry");
+        rows.push((label, key, len, usage));
+    }
+    println!("### Bytes stored per entry (the same record: {postcard_len} bytes of postcard)");
+    println!();
+    println!("| layout | stored key | `STRLEN` | `MEMORY USAGE` |");
+    println!("|---|---|---|---|");
+    for (label, key, len, usage) in rows {
+        println!("| {label} | `{key}` | {len} | {usage} |");
+    }
+}
+
+async fn server_version(conn: &mut MultiplexedConnection) -> String {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(conn)
