@@ -145,7 +145,7 @@ impl<T: Cacheable, E> ResultOptionKind<T, E> {
         F: Future<Output = Result<Option<T>, E>>,
     {
         cache
-            .load_inner(key, &opts, Option::is_none, Inline(body))
+            .load_inner(&key, &opts, Option::is_none, Inline(body))
             .await
     }
 
@@ -163,7 +163,7 @@ impl<T: Cacheable, E> ResultOptionKind<T, E> {
         Result<Option<T>, E>: Send + 'static,
     {
         cache
-            .load_inner(key, &opts, Option::is_none, Detached(body))
+            .load_inner(&key, &opts, Option::is_none, Detached(body))
             .await
     }
 
@@ -185,7 +185,9 @@ impl<T: Cacheable, E> ResultKind<T, E> {
     where
         F: Future<Output = Result<T, E>>,
     {
-        cache.load_inner(key, &opts, never_none, Inline(body)).await
+        cache
+            .load_inner(&key, &opts, never_none, Inline(body))
+            .await
     }
 
     /// Runs a cached call whose body owns its arguments: a load runs in a
@@ -196,7 +198,7 @@ impl<T: Cacheable, E> ResultKind<T, E> {
         Result<T, E>: Send + 'static,
     {
         cache
-            .load_inner(key, &opts, never_none, Detached(body))
+            .load_inner(&key, &opts, never_none, Detached(body))
             .await
     }
 
@@ -367,7 +369,7 @@ impl<T: Cacheable> OptionKind<T> {
         F: Future<Output = Option<T>>,
     {
         let body = Inline(async move { Ok(body.await) });
-        infallible(cache.load_inner(key, &opts, Option::is_none, body).await)
+        infallible(cache.load_inner(&key, &opts, Option::is_none, body).await)
     }
 
     /// Runs a cached call whose body owns its arguments: a load runs in a
@@ -377,7 +379,7 @@ impl<T: Cacheable> OptionKind<T> {
         F: Future<Output = Option<T>> + Send + 'static,
     {
         let body = Detached(async move { Ok(body.await) });
-        infallible(cache.load_inner(key, &opts, Option::is_none, body).await)
+        infallible(cache.load_inner(&key, &opts, Option::is_none, body).await)
     }
 
     /// Whether the body succeeded (for `#[invalidates]`): always.
@@ -399,7 +401,7 @@ impl<T: Cacheable> PlainKind<T> {
         F: Future<Output = T>,
     {
         let body = Inline(async move { Ok(body.await) });
-        infallible(cache.load_inner(key, &opts, never_none, body).await)
+        infallible(cache.load_inner(&key, &opts, never_none, body).await)
     }
 
     /// Runs a cached call whose body owns its arguments: a load runs in a
@@ -409,7 +411,7 @@ impl<T: Cacheable> PlainKind<T> {
         F: Future<Output = T> + Send + 'static,
     {
         let body = Detached(async move { Ok(body.await) });
-        infallible(cache.load_inner(key, &opts, never_none, body).await)
+        infallible(cache.load_inner(&key, &opts, never_none, body).await)
     }
 
     /// Whether the body succeeded (for `#[invalidates]`): always.

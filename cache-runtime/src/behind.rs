@@ -89,7 +89,7 @@ impl Cache {
             let flusher = Flusher {
                 client: client.clone(),
                 alive: Arc::downgrade(&self.inner),
-                stats: self.inner.stats.function(handler.name),
+                stats: Arc::clone(&self.inner.stats.function(handler.name)),
                 handler,
                 stream: stream_key(&self.inner.prefix, handler.name),
                 consumer: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),

@@ -52,6 +52,15 @@ pub fn escape_value_into(value: &str, out: &mut String) {
 /// Escapes the characters of a hand-written key that would break the stored
 /// key's framing (`{`, `}`, white space, control characters).
 pub(crate) fn escape_frame_into(key: &str, out: &mut String) {
+    // Most keys need no escaping: copy them in one go. (Printable ASCII
+    // but for `{` and `}` is exactly what `FRAME_ESCAPES` leaves alone.)
+    if key
+        .bytes()
+        .all(|b| (b'!'..=b'~').contains(&b) && b != b'{' && b != b'}')
+    {
+        out.push_str(key);
+        return;
+    }
     for part in utf8_percent_encode(key, FRAME_ESCAPES) {
         out.push_str(part);
     }

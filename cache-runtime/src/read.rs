@@ -138,7 +138,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let body = Inline(async move { loader().await });
-        self.load_inner(key.as_ref().to_string(), options, |_| false, body)
+        self.load_inner(key.as_ref(), options, |_| false, body)
             .await
     }
 
@@ -180,7 +180,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let body = Detached(async move { loader().await });
-        self.load_inner(key.as_ref().to_string(), options, |_| false, body)
+        self.load_inner(key.as_ref(), options, |_| false, body)
             .await
     }
 
@@ -188,7 +188,7 @@ impl Cache {
     /// `is_none` tells which values are "none" (cached only with `cache_none`).
     pub(crate) async fn load_inner<T, E, B>(
         &self,
-        key: String,
+        key: &str,
         opts: &Options,
         is_none: fn(&T) -> bool,
         body: B,
@@ -208,7 +208,7 @@ impl Cache {
             key = tracing::field::Empty,
         );
         if !span.is_disabled() {
-            span.record("key", self.shown_key(&key).as_str());
+            span.record("key", self.shown_key(key).as_str());
         }
         self.read_path(key, opts, is_none, body)
             .instrument(span)
@@ -249,7 +249,7 @@ impl Cache {
 
     async fn read_path<T, E, B>(
         &self,
-        key: String,
+        key: &str,
         opts: &Options,
         is_none: fn(&T) -> bool,
         body: B,
@@ -272,7 +272,7 @@ impl Cache {
             return timed_load(&stats, body.inline()).await;
         }
         let codec = opts.codec.unwrap_or(inner.codec);
-        let entry = self.entry_key(&key, opts.version);
+        let entry = self.entry_key(key, opts.version);
         // A load of this key is under way here: its value will be stored after
         // this call began, so it is as fresh as a read of the store.
         if let Some(waiter) = inner.flights.join_loading(&entry)
@@ -282,7 +282,7 @@ impl Cache {
         }
         let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
         // Hits first, with a plain read; the lease script only on a miss.
-        let mut peeked: Option<Vec<u8>> = None;
+        let mut peeked: Option<crate::store::Bytes> = None;
         match inner.store.peek(&entry, &tag_keys).await {
             Some(Ok(p)) => {
                 peeked = p.hit();
@@ -346,7 +346,7 @@ impl Cache {
         loop {
             attempt += 1;
             let found = match peeked.take() {
-                Some(bytes) => Ok(Lookup::Hit(bytes)),
+                Some(bytes) => Ok(Lookup::Hit(bytes.into_vec())),
                 None => inner.store.lookup(&keys, &tag_keys, Some(&lease)).await,
             };
             if let Ok(Lookup::Leased { tokens, corrupt }) = found {

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Counters of one function, mirrored to the `metrics` facade.
 #[derive(Debug, Default)]
@@ -195,10 +195,38 @@ impl std::ops::Deref for Stats {
     }
 }
 
+/// A function's counters, as the registry hands them out.
+pub(crate) enum CountersRef<'a> {
+    /// From a fast slot: no lock taken, no reference counted.
+    Slot(&'a Arc<Counters>),
+    /// From the map.
+    Map(Arc<Counters>),
+}
+
+impl std::ops::Deref for CountersRef<'_> {
+    type Target = Arc<Counters>;
+
+    fn deref(&self) -> &Arc<Counters> {
+        match self {
+            CountersRef::Slot(c) => c,
+            CountersRef::Map(c) => c,
+        }
+    }
+}
+
+/// Functions whose counters are found without a lock (the rest, rarely
+/// any, go through the map).
+const FAST_SLOTS: usize = 32;
+
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     cache: String,
+    /// Every function's counters.
     by_function: RwLock<HashMap<&'static str, Arc<Counters>>>,
+    /// The first functions seen, filled once each and never changed: the hit
+    /// path finds its counters here without a lock or a reference count,
+    /// which many tasks on many cores would all contend on.
+    fast: [OnceLock<(&'static str, Arc<Counters>)>; FAST_SLOTS],
 }
 
 impl Registry {
@@ -206,23 +234,41 @@ impl Registry {
     pub(crate) fn new(cache: &str) -> Self {
         Registry {
             cache: cache.to_string(),
-            by_function: RwLock::default(),
+            ..Registry::default()
         }
     }
 
-    pub(crate) fn function(&self, name: &'static str) -> Arc<Counters> {
-        if let Ok(map) = self.by_function.read()
-            && let Some(c) = map.get(name)
-        {
-            return c.clone();
+    /// The counters of function `name`.
+    pub(crate) fn function(&self, name: &'static str) -> CountersRef<'_> {
+        for slot in &self.fast {
+            match slot.get() {
+                Some((n, c)) if *n == name => return CountersRef::Slot(c),
+                Some(_) => continue,
+                None => break,
+            }
         }
-        let mut map = match self.by_function.write() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
+        self.register(name)
+    }
+
+    #[cold]
+    fn register(&self, name: &'static str) -> CountersRef<'_> {
+        let counters = {
+            let mut map = match self.by_function.write() {
+                Ok(m) => m,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            map.entry(name)
+                .or_insert_with(|| Arc::new(Counters::new(&self.cache, name)))
+                .clone()
         };
-        map.entry(name)
-            .or_insert_with(|| Arc::new(Counters::new(&self.cache, name)))
-            .clone()
+        for slot in &self.fast {
+            let (n, c) = slot.get_or_init(|| (name, counters.clone()));
+            if *n == name {
+                return CountersRef::Slot(c);
+            }
+        }
+        // More functions than slots: found through the map.
+        CountersRef::Map(counters)
     }
 
     pub(crate) fn snapshot(&self) -> Stats {

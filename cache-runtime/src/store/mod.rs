@@ -86,16 +86,44 @@ pub(crate) enum Lookup {
     Miss { corrupt: bool },
 }
 
+/// Stored bytes as a read returns them: read from Redis, or shared with a
+/// near-cache copy (no copying on a near-cache hit).
+#[derive(Debug)]
+pub(crate) enum Bytes {
+    Owned(Vec<u8>),
+    Shared(std::sync::Arc<[u8]>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(a) => a,
+        }
+    }
+}
+
+impl Bytes {
+    pub(crate) fn into_vec(self) -> Vec<u8> {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Shared(a) => a.to_vec(),
+        }
+    }
+}
+
 /// What a plain read found: the stored bytes and the tags' current tokens.
 #[derive(Debug)]
 pub(crate) struct Peek {
-    pub(crate) entry: Option<Vec<u8>>,
+    pub(crate) entry: Option<Bytes>,
     pub(crate) tags: Vec<Option<Vec<u8>>>,
 }
 
 impl Peek {
     /// The bytes, if they are an envelope whose tags are all current.
-    pub(crate) fn hit(self) -> Option<Vec<u8>> {
+    pub(crate) fn hit(self) -> Option<Bytes> {
         let entry = self.entry?;
         let recorded = crate::envelope::header_tokens(&entry)?;
         crate::envelope::tags_current(recorded, &self.tags).then_some(entry)

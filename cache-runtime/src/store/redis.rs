@@ -243,7 +243,7 @@ impl RedisStore {
             cmd.arg("GET").arg(entry);
             let v: Option<Vec<u8>> = self.query(&cmd).await?;
             return Ok(super::Peek {
-                entry: v,
+                entry: v.map(super::Bytes::Owned),
                 tags: Vec::new(),
             });
         }
@@ -260,7 +260,7 @@ impl RedisStore {
                 "empty MGET reply",
             ))));
         }
-        let entry = all.remove(0);
+        let entry = all.remove(0).map(super::Bytes::Owned);
         Ok(super::Peek { entry, tags: all })
     }
 
@@ -511,7 +511,7 @@ fn near_peek(near: &Near, entry: &str, tag_keys: &[String]) -> Option<super::Pee
         tags.push(Some(near.get(t)?.to_vec()));
     }
     Some(super::Peek {
-        entry: Some(bytes.to_vec()),
+        entry: Some(super::Bytes::Shared(bytes)),
         tags,
     })
 }
