@@ -8,7 +8,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     m: Handles,
-    pub(crate) hits: AtomicU64,
+    /// Counted on every hit by every core: striped, so that cores do not
+    /// contend for one cache line.
+    pub(crate) hits: Striped,
     pub(crate) misses: AtomicU64,
     pub(crate) stale_serves: AtomicU64,
     pub(crate) loads: AtomicU64,
@@ -83,6 +85,32 @@ impl Handles {
     }
 }
 
+/// A counter split over cache lines; each thread adds to its own stripe.
+#[derive(Debug, Default)]
+pub(crate) struct Striped([Stripe; STRIPES]);
+
+const STRIPES: usize = 8;
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+impl Striped {
+    fn add(&self, n: u64) {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static MINE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+        }
+        let i = MINE.try_with(|i| *i).unwrap_or(0);
+        self.0[i].0.fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+}
+
 macro_rules! bump {
     ($($method:ident => $field:ident),* $(,)?) => {
         $(
@@ -102,8 +130,12 @@ impl Counters {
         }
     }
 
+    pub(crate) fn hit(&self) {
+        self.hits.add(1);
+        self.m.hits.increment(1);
+    }
+
     bump!(
-        hit => hits,
         miss => misses,
         stale_serve => stale_serves,
         refresh => refreshes,
@@ -125,7 +157,7 @@ impl Counters {
 
     fn snapshot(&self) -> FunctionStats {
         FunctionStats {
-            hits: self.hits.load(Relaxed),
+            hits: self.hits.sum(),
             misses: self.misses.load(Relaxed),
             stale_serves: self.stale_serves.load(Relaxed),
             loads: self.loads.load(Relaxed),
