@@ -418,7 +418,7 @@ impl CacheBuilder {
             Backend::Memory => Store::Memory(crate::store::memory::MemoryStore::new()),
             Backend::Url(url) => Store::Redis(
                 crate::store::redis::RedisStore::connect(
-                    url,
+                    crate::store::redis::Target::Url(url),
                     self.tls_root.as_deref(),
                     self.op_timeout,
                     &self.prefix,
@@ -426,15 +426,20 @@ impl CacheBuilder {
                 )
                 .await?,
             ),
-            Backend::Cluster(_) => {
-                return Err(Error::config(
-                    "Redis Cluster support is not available in this release",
-                ));
-            }
+            Backend::Cluster(seeds) => Store::Redis(
+                crate::store::redis::RedisStore::connect(
+                    crate::store::redis::Target::Cluster(seeds),
+                    self.tls_root.as_deref(),
+                    self.op_timeout,
+                    &self.prefix,
+                    Arc::downgrade(&flights),
+                )
+                .await?,
+            ),
         };
         let cache = Cache::from_parts(store, flights, self);
         if let Store::Redis(s) = &cache.inner.store {
-            cache.start_flushers(s.client());
+            cache.start_flushers(s.connector());
         }
         Ok(cache)
     }

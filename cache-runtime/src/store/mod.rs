@@ -4,6 +4,8 @@
 //! critical section on the in-process store; they have the same semantics,
 //! which the conformance suite checks against both.
 
+mod cluster;
+pub(crate) mod conn;
 mod glob;
 pub(crate) mod memory;
 pub(crate) mod redis;
