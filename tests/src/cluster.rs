@@ -61,6 +61,19 @@ impl RedisCluster {
     /// (see [`RedisServer::start`]), `redis-cli` fails (its output is
     /// quoted), or the nodes do not agree within 30 s.
     pub fn start(primaries: usize) -> RedisCluster {
+        RedisCluster::start_with(primaries, &[])
+    }
+
+    /// [`start`](Self::start) with `extra_args` passed to every node after the
+    /// cluster options (see [`RedisServer::start_with`]), for example ACL
+    /// users (`&["--user", "name", "on", ">pw", "~*", "&*", "+@all"]`). The
+    /// default user must stay usable without a password: `redis-cli` joins
+    /// the nodes with it.
+    ///
+    /// # Panics
+    ///
+    /// As [`start`](Self::start).
+    pub fn start_with(primaries: usize, extra_args: &[&str]) -> RedisCluster {
         assert!(
             primaries >= 3,
             "a Redis Cluster needs at least 3 primaries, asked for {primaries}"
@@ -68,7 +81,7 @@ impl RedisCluster {
         let servers: Vec<RedisServer> = (0..primaries)
             .map(|_| {
                 let bus = free_port().to_string();
-                RedisServer::start_with(&[
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -77,7 +90,9 @@ impl RedisCluster {
                     "5000",
                     "--cluster-port",
                     &bus,
-                ])
+                ];
+                args.extend_from_slice(extra_args);
+                RedisServer::start_with(&args)
             })
             .collect();
         create(&servers);
@@ -168,9 +183,9 @@ impl RedisCluster {
     /// Moves `slot` to node `to`, keys included, while clients keep running;
     /// see [`move_slot_in_batches`](Self::move_slot_in_batches). Moves 10
     /// keys per `MIGRATE`.
-    pub async fn move_slot(&self, slot: u16, to: usize) {
+    pub async fn move_slot(&self, slot: u16, to: usize) -> Vec<Vec<u8>> {
         self.move_slot_in_batches(slot, to, DEFAULT_MIGRATE_BATCH)
-            .await;
+            .await
     }
 
     /// Moves `slot` to node `to`: `CLUSTER SETSLOT slot IMPORTING` on the
@@ -179,56 +194,57 @@ impl RedisCluster {
     /// on the source, and finally `CLUSTER SETSLOT slot NODE` on the target,
     /// the source and every other node. While keys are moving, clients get
     /// `ASK` for keys already moved and `TRYAGAIN` for multi-key commands
-    /// over keys on both sides, as in a production resharding. Does nothing
-    /// when `to` already owns the slot.
+    /// over keys on both sides, as in a production resharding. Returns the
+    /// keys it moved. Does nothing when `to` already owns the slot.
+    ///
+    /// The same steps one at a time: [`begin_move`](Self::begin_move).
     ///
     /// # Panics
     ///
     /// When a node refuses a step (the reply is quoted), or `to` is out of
     /// range.
-    pub async fn move_slot_in_batches(&self, slot: u16, to: usize, batch: usize) {
+    pub async fn move_slot_in_batches(&self, slot: u16, to: usize, batch: usize) -> Vec<Vec<u8>> {
+        let Some(mut moving) = self.begin_move(slot, to).await else {
+            return Vec::new();
+        };
+        let mut moved = Vec::new();
+        loop {
+            let keys = moving.migrate(batch).await;
+            if keys.is_empty() {
+                break;
+            }
+            moved.extend(keys);
+        }
+        moved.extend(moving.finish().await);
+        moved
+    }
+
+    /// Starts moving `slot` to node `to` and stops there: the target is
+    /// `IMPORTING` it and the source `MIGRATING` it, and no key has moved
+    /// yet. Move keys with [`SlotMove::migrate`] and end with
+    /// [`SlotMove::finish`]. `None` when `to` already owns the slot.
+    ///
+    /// # Panics
+    ///
+    /// As [`move_slot_in_batches`](Self::move_slot_in_batches).
+    pub async fn begin_move(&self, slot: u16, to: usize) -> Option<SlotMove<'_>> {
         let from = self.owner_of(slot).await;
         if from == to {
-            return;
+            return None;
         }
         let (source, target) = (&self.nodes[from], &self.nodes[to]);
         let mut src = source.server.conn().await;
         let mut dst = target.server.conn().await;
         setslot(&mut dst, slot, &["IMPORTING", &source.id]).await;
         setslot(&mut src, slot, &["MIGRATING", &target.id]).await;
-        loop {
-            let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
-                .arg("GETKEYSINSLOT")
-                .arg(slot)
-                .arg(batch.max(1))
-                .query_async(&mut src)
-                .await
-                .unwrap_or_else(|e| panic!("CLUSTER GETKEYSINSLOT {slot}: {e}"));
-            if keys.is_empty() {
-                break;
-            }
-            redis::cmd("MIGRATE")
-                .arg("127.0.0.1")
-                .arg(target.server.port())
-                .arg("")
-                .arg(0)
-                .arg(MIGRATE_TIMEOUT_MS)
-                .arg("KEYS")
-                .arg(&keys)
-                .query_async::<()>(&mut src)
-                .await
-                .unwrap_or_else(|e| panic!("MIGRATE of slot {slot} to node {to}: {e}"));
-        }
-        // The target first, so that it owns the slot before the source
-        // starts redirecting there for good.
-        setslot(&mut dst, slot, &["NODE", &target.id]).await;
-        setslot(&mut src, slot, &["NODE", &target.id]).await;
-        for (i, other) in self.nodes.iter().enumerate() {
-            if i != from && i != to {
-                let mut c = other.server.conn().await;
-                setslot(&mut c, slot, &["NODE", &target.id]).await;
-            }
-        }
+        Some(SlotMove {
+            cluster: self,
+            slot,
+            from,
+            to,
+            src,
+            dst,
+        })
     }
 
     /// The index of the node with this id.
@@ -243,6 +259,80 @@ impl RedisCluster {
         for n in &self.nodes {
             n.server.stop_at_exit();
         }
+    }
+}
+
+/// A slot half way between two primaries; see [`RedisCluster::begin_move`].
+/// Dropping it without [`finish`](Self::finish) leaves the slot migrating.
+pub struct SlotMove<'a> {
+    cluster: &'a RedisCluster,
+    slot: u16,
+    from: usize,
+    to: usize,
+    src: redis::aio::MultiplexedConnection,
+    dst: redis::aio::MultiplexedConnection,
+}
+
+impl SlotMove<'_> {
+    /// Moves up to `batch` of the slot's keys still on the source with one
+    /// `MIGRATE`; returns them (none when the source holds no more).
+    ///
+    /// # Panics
+    ///
+    /// When a node refuses a step.
+    pub async fn migrate(&mut self, batch: usize) -> Vec<Vec<u8>> {
+        let slot = self.slot;
+        let keys: Vec<Vec<u8>> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(batch.max(1))
+            .query_async(&mut self.src)
+            .await
+            .unwrap_or_else(|e| panic!("CLUSTER GETKEYSINSLOT {slot}: {e}"));
+        if keys.is_empty() {
+            return keys;
+        }
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(self.cluster.node(self.to).port())
+            .arg("")
+            .arg(0)
+            .arg(MIGRATE_TIMEOUT_MS)
+            .arg("KEYS")
+            .arg(&keys)
+            .query_async::<()>(&mut self.src)
+            .await
+            .unwrap_or_else(|e| panic!("MIGRATE of slot {slot} to node {}: {e}", self.to));
+        keys
+    }
+
+    /// Moves the keys left on the source, then hands the slot to the
+    /// target on every node (the target first, then the source, then the
+    /// others). Returns the keys it moved.
+    ///
+    /// # Panics
+    ///
+    /// When a node refuses a step.
+    pub async fn finish(mut self) -> Vec<Vec<u8>> {
+        let mut moved = Vec::new();
+        loop {
+            let keys = self.migrate(DEFAULT_MIGRATE_BATCH).await;
+            if keys.is_empty() {
+                break;
+            }
+            moved.extend(keys);
+        }
+        let slot = self.slot;
+        let id = self.cluster.nodes[self.to].id.clone();
+        setslot(&mut self.dst, slot, &["NODE", &id]).await;
+        setslot(&mut self.src, slot, &["NODE", &id]).await;
+        for (i, other) in self.cluster.nodes.iter().enumerate() {
+            if i != self.from && i != self.to {
+                let mut c = other.server.conn().await;
+                setslot(&mut c, slot, &["NODE", &id]).await;
+            }
+        }
+        moved
     }
 }
 

@@ -29,7 +29,8 @@
 //! from [`free_port`]), joins them with `redis-cli --cluster create ..
 //! --cluster-replicas 0 --cluster-yes`, and waits until every node reports
 //! `cluster_state:ok`. It can move slots between primaries while clients run
-//! ([`RedisCluster::move_slot`]). [`shared_cluster`] is one lazily started
+//! ([`RedisCluster::move_slot`], or step by step with
+//! [`RedisCluster::begin_move`]). [`shared_cluster`] is one lazily started
 //! cluster per test binary, isolated by key prefix like [`shared`].
 //! `redis-cli` is `$REDIS_CLI` when set, else `redis-cli` from `PATH`.
 
@@ -38,6 +39,6 @@ mod ports;
 mod process;
 mod server;
 
-pub use cluster::{RedisCluster, redis_cli_bin, shared_cluster};
+pub use cluster::{RedisCluster, SlotMove, redis_cli_bin, shared_cluster};
 pub use ports::free_port;
 pub use server::{RedisServer, redis_server_bin, shared, unique_prefix};

@@ -409,7 +409,12 @@ async fn a_cluster_serves_every_slot_and_moves_slots_with_their_keys() {
     let slot = cluster.slot_of(key).await;
     let from = cluster.owner_of(slot).await;
     let to = (from + 1) % cluster.len();
-    cluster.move_slot_in_batches(slot, to, 1).await;
+    let moved = cluster.move_slot_in_batches(slot, to, 1).await;
+    assert_eq!(
+        moved,
+        vec![key.as_bytes().to_vec()],
+        "the slot's one key moved"
+    );
     assert_eq!(cluster.owner_of(slot).await, to);
     for i in 0..cluster.len() {
         let mut c = cluster.node(i).conn().await;
