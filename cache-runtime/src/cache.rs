@@ -124,6 +124,13 @@ impl Cache {
         !self.inner.store.breaker_open()
     }
 
+    /// Whether fills in other processes are announced to this cache right now
+    /// (its wake-up subscription is live). For tests.
+    #[doc(hidden)]
+    pub fn wakeups_live(&self) -> bool {
+        self.inner.store.wakeups_live()
+    }
+
     /// The key prefix of this cache.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
