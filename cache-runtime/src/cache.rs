@@ -315,7 +315,31 @@ impl CacheBuilder {
         self
     }
 
-    /// Use a Redis Cluster reached through these seed nodes.
+    /// Use a Redis Cluster (7.0 or later) reached through these seed nodes
+    /// (`redis://` or `rediss://` URLs of any of its primaries; the client
+    /// discovers the others).
+    ///
+    /// Everything works as on one server: an entry, its lease and its schema
+    /// versions share a hash tag, tag and pattern invalidation reach every
+    /// primary, and slots may move between primaries while the cache runs
+    /// (redirections are followed within [`op_timeout`](Self::op_timeout)).
+    /// A miss on a tagged entry costs one more round trip than on one server
+    /// (the tags' versions live in other slots and are read first), and a
+    /// write-behind call stores its value and queues the call in two steps:
+    /// if queueing fails the value is taken back and the call reports that
+    /// nothing was queued. Connecting happens in the background, as with
+    /// [`url`](Self::url): a cluster that is down at start is not an error.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), cache_runtime::Error> {
+    /// use cache_runtime::Cache;
+    /// let cache = Cache::builder()
+    ///     .cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
+    ///     .prefix("myapp")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn cluster<I, S>(mut self, nodes: I) -> Self
     where
         I: IntoIterator<Item = S>,
