@@ -365,7 +365,7 @@ async fn a_pattern_deletion_outlasts_a_slot_in_migration() {
         .slot_of(&cache.stored_key("p:0", &Options::new()))
         .await;
     let to = (cluster.owner_of(slot).await + 1) % cluster.len();
-    let mut moving = cluster.begin_move(slot, to).await.expect("another owner");
+    let moving = cluster.begin_move(slot, to).await.expect("another owner");
     let c = cache.clone();
     let mut deletion = tokio::spawn(async move { c.invalidate_pattern("p:*").await });
     // A key may move from a primary not yet scanned to one already scanned
