@@ -189,6 +189,39 @@ async fn keys_tags_and_patterns_over_every_primary_never_fail_a_caller() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_cluster_fails_no_read() {
+    // Ports nobody listens on.
+    let seeds: Vec<String> = (0..3)
+        .map(|_| format!("redis://127.0.0.1:{}", cache_tests::free_port()))
+        .collect();
+    let cache = Cache::builder()
+        .cluster(&seeds)
+        .prefix(unique_prefix("down"))
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("building does not wait for the cluster");
+    assert!(format!("{cache:?}").contains("redis cluster"), "{cache:?}");
+    let started = Instant::now();
+    for i in 0..20 {
+        let v: Result<u32, Infallible> = cache
+            .get_or_load("k", &opts(), || async move { Ok(i) })
+            .await;
+        assert_eq!(v.unwrap(), i, "the loader's value, every time");
+    }
+    assert!(
+        started.elapsed() < BOUND,
+        "{:?} for 20 reads",
+        started.elapsed()
+    );
+    assert!(cache.stats().errors > 0, "the failures are counted");
+    assert!(
+        cache.invalidate_keys(["k"]).await.is_err(),
+        "an invalidation reports that it could not run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fills_wake_waiters_whichever_primary_holds_the_entry() {
     let cluster = shared_cluster();
     let waiting = builder(cluster, "wake")

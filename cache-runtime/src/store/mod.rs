@@ -132,7 +132,12 @@ impl Store {
     }
 
     pub(crate) fn kind(&self) -> &'static str {
-        dispatch!(self, _s => "redis", "memory", "pass-through")
+        match self {
+            Store::Redis(s) if s.cluster => "redis cluster",
+            Store::Redis(_) => "redis",
+            Store::Memory(_) => "memory",
+            Store::PassThrough => "pass-through",
+        }
     }
 
     pub(crate) async fn lookup(
