@@ -24,11 +24,11 @@ use crate::resilience::{Breaker, DEFAULT_COOLDOWN, DEFAULT_THRESHOLD};
 
 /// The scripts, hashed once.
 pub(super) struct Scripts {
-    pub(super) lookup: Script,
-    pub(super) fill: Script,
-    pub(super) release: Script,
-    pub(super) set: Script,
-    pub(super) behind: Script,
+    lookup: Script,
+    fill: Script,
+    release: Script,
+    set: Script,
+    behind: Script,
     /// `lookup.lua` with the tags' tokens given (cluster: tags live elsewhere).
     pub(super) lookup_tokens: Script,
     /// An unconditional store of a whole envelope (cluster).
@@ -414,7 +414,7 @@ impl RedisStore {
     }
 
     /// One `SCAN` step: the next cursor and the keys of this page.
-    pub(super) async fn scan_page(&self, cursor: u64, pattern: &str) -> Result<(u64, Vec<String>)> {
+    async fn scan_page(&self, cursor: u64, pattern: &str) -> Result<(u64, Vec<String>)> {
         self.query(
             redis::cmd("SCAN")
                 .arg(cursor)
