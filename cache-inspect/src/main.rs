@@ -8,6 +8,7 @@
 //! cache-inspect --prefix myapp keys 'user:*'
 //! cache-inspect --prefix myapp queue myapp::save_user
 //! cache-inspect --prefix myapp dead myapp::save_user
+//! cache-inspect --cluster redis://10.0.0.1:6379 --cluster redis://10.0.0.2:6379 --prefix myapp keys 'user:*'
 //! ```
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ struct Cli {
     /// Redis URL (`redis://`, `rediss://`); the password is never printed.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     url: String,
+    /// A seed node of a Redis Cluster (repeat for more); used instead of `--url`.
+    #[arg(long = "cluster", value_name = "URL")]
+    cluster: Vec<String>,
     /// The cache's key prefix.
     #[arg(long, default_value = "cache")]
     prefix: String,
@@ -72,8 +76,12 @@ fn ago_or_in(t: SystemTime) -> String {
 }
 
 async fn run(cli: Cli) -> Result<(), cache_runtime::Error> {
-    let cache = Cache::builder()
-        .url(&cli.url)
+    let builder = if cli.cluster.is_empty() {
+        Cache::builder().url(&cli.url)
+    } else {
+        Cache::builder().cluster(&cli.cluster)
+    };
+    let cache = builder
         .prefix(&cli.prefix)
         .op_timeout(Duration::from_secs(5))
         .build()

@@ -86,3 +86,47 @@ async fn shows_and_invalidates() {
     );
     assert!(!all.contains("hunter2"), "credentials never printed: {all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_and_deletes_across_a_cluster() {
+    let cluster = cache_tests::shared_cluster();
+    let prefix = cache_tests::unique_prefix("tool");
+    let cache = Cache::builder()
+        .cluster(cluster.urls())
+        .prefix(&prefix)
+        .build()
+        .await
+        .unwrap();
+    let opts = Options::new().ttl(Duration::from_secs(600));
+    for i in 0..20 {
+        cache.set(format!("item:{i}"), &i, &opts).await.unwrap();
+    }
+    let seeds: Vec<String> = cluster
+        .urls()
+        .into_iter()
+        .flat_map(|u| ["--cluster".to_string(), u])
+        .collect();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_cache-inspect"))
+            .args(&seeds)
+            .args(["--prefix", &prefix])
+            .args(args)
+            .output()
+            .expect("run cache-inspect");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run(&["keys", "item:*"]);
+    for i in 0..20 {
+        assert!(
+            listed.lines().any(|l| l.trim() == format!("item:{i}")),
+            "item:{i} listed from whichever primary holds it:\n{listed}"
+        );
+    }
+    assert!(run(&["invalidate-pattern", "item:*"]).contains("deleted 20"));
+    assert_eq!(cache.get::<u32>("item:3").await.unwrap(), None);
+}

@@ -31,11 +31,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::store::conn::{Conn, Connector};
 use crate::{Cache, Options};
 
 /// The outcome of one flushed entry: `Err` carries the error's text.
@@ -80,14 +80,14 @@ pub(crate) struct Behind {
 
 impl Cache {
     /// Starts a flusher for every registered write-behind function (Redis only).
-    pub(crate) fn start_flushers(&self, client: &redis::Client) {
+    pub(crate) fn start_flushers(&self, connector: &Connector) {
         let mut tasks = match self.inner.behind.tasks.lock() {
             Ok(t) => t,
             Err(p) => p.into_inner(),
         };
         for handler in FLUSH_HANDLERS.iter() {
             let flusher = Flusher {
-                client: client.clone(),
+                connector: connector.clone(),
                 alive: Arc::downgrade(&self.inner),
                 stats: Arc::clone(&self.inner.stats.function(handler.name)),
                 handler,
@@ -162,7 +162,7 @@ impl Cache {
 }
 
 struct Flusher {
-    client: redis::Client,
+    connector: Connector,
     /// The flusher ends when its cache is dropped.
     alive: std::sync::Weak<crate::cache::Inner>,
     stats: Arc<crate::stats::Counters>,
@@ -209,7 +209,7 @@ impl Flusher {
             if self.alive.strong_count() == 0 {
                 return;
             }
-            let conn = match self.client.get_multiplexed_async_connection().await {
+            let conn = match self.connector.open().await {
                 Ok(c) => c,
                 Err(e) => {
                     if self.draining.load(Relaxed) {
@@ -236,7 +236,7 @@ impl Flusher {
     }
 
     /// Flushes until drained (after shutdown began) or the connection fails.
-    async fn session(&mut self, mut conn: MultiplexedConnection) -> redis::RedisResult<()> {
+    async fn session(&mut self, mut conn: Conn) -> redis::RedisResult<()> {
         let created: redis::RedisResult<()> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(&self.stream)
@@ -282,11 +282,7 @@ impl Flusher {
     }
 
     /// Takes or renews the flusher lease of this stream.
-    async fn own(
-        &self,
-        conn: &mut MultiplexedConnection,
-        owner_key: &str,
-    ) -> redis::RedisResult<bool> {
+    async fn own(&self, conn: &mut Conn, owner_key: &str) -> redis::RedisResult<bool> {
         let n: i64 = redis::Script::new(
             "local v = redis.call('GET', KEYS[1]) \
              if v == false then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end \
@@ -302,11 +298,7 @@ impl Flusher {
     }
 
     /// Pending entries first (ours, then those of flushers that died), then new ones.
-    async fn next_batch(
-        &self,
-        conn: &mut MultiplexedConnection,
-        draining: bool,
-    ) -> redis::RedisResult<Vec<Entry>> {
+    async fn next_batch(&self, conn: &mut Conn, draining: bool) -> redis::RedisResult<Vec<Entry>> {
         let count = self.handler.batch.max(1);
         let mine: StreamReadReply = redis::cmd("XREADGROUP")
             .arg("GROUP")
@@ -364,7 +356,7 @@ impl Flusher {
     /// Runs one batch; returns how long to wait before retrying failures.
     async fn flush(
         &mut self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         batch: Vec<Entry>,
     ) -> redis::RedisResult<Option<Duration>> {
         // Coalesce: per key, the last entry runs; earlier ones ride along.

@@ -124,6 +124,13 @@ impl Cache {
         !self.inner.store.breaker_open()
     }
 
+    /// Whether fills in other processes are announced to this cache right now
+    /// (its wake-up subscription is live). For tests.
+    #[doc(hidden)]
+    pub fn wakeups_live(&self) -> bool {
+        self.inner.store.wakeups_live()
+    }
+
     /// The key prefix of this cache.
     pub fn prefix(&self) -> &str {
         &self.inner.prefix
@@ -272,7 +279,8 @@ impl CacheBuilder {
     /// under the cache's prefix, by any process, is pushed to this one and
     /// drops the copy; changes made here drop it at once. If the tracking
     /// connection is lost, every copy is dropped and reads go to Redis until
-    /// it is back. Ignored by the in-process store (`.memory()`).
+    /// it is back. Ignored by the in-process store (`.memory()`); with
+    /// `.cluster(..)`, `build` refuses it.
     ///
     /// ```no_run
     /// # async fn f() -> Result<(), cache_runtime::Error> {
@@ -332,7 +340,31 @@ impl CacheBuilder {
         self
     }
 
-    /// Use a Redis Cluster reached through these seed nodes.
+    /// Use a Redis Cluster (7.0 or later) reached through these seed nodes
+    /// (`redis://` or `rediss://` URLs of any of its primaries; the client
+    /// discovers the others).
+    ///
+    /// Everything works as on one server: an entry, its lease and its schema
+    /// versions share a hash tag, tag and pattern invalidation reach every
+    /// primary, and slots may move between primaries while the cache runs
+    /// (redirections are followed within [`op_timeout`](Self::op_timeout)).
+    /// A miss on a tagged entry costs one more round trip than on one server
+    /// (the tags' versions live in other slots and are read first), and a
+    /// write-behind call stores its value and queues the call in two steps:
+    /// if queueing fails the value is taken back and the call reports that
+    /// nothing was queued. Connecting happens in the background, as with
+    /// [`url`](Self::url): a cluster that is down at start is not an error.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), cache_runtime::Error> {
+    /// use cache_runtime::Cache;
+    /// let cache = Cache::builder()
+    ///     .cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379", "redis://10.0.0.3:6379"])
+    ///     .prefix("myapp")
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn cluster<I, S>(mut self, nodes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -421,6 +453,11 @@ impl CacheBuilder {
         if !(0.0..=1.0).contains(&self.jitter) {
             return Err(Error::config("jitter must be within 0.0 ..= 1.0"));
         }
+        if matches!(self.backend, Backend::Cluster(_)) && self.near_capacity.is_some() {
+            return Err(Error::config(
+                "the near cache needs a standalone Redis (.url(..)); it is not available with .cluster(..)",
+            ));
+        }
         if self.op_timeout.is_zero() || self.lease_ttl.is_zero() || self.tag_ttl.is_zero() {
             return Err(Error::config(
                 "op_timeout, lease_ttl and tag_ttl must be positive",
@@ -442,7 +479,7 @@ impl CacheBuilder {
             Backend::Memory => Store::Memory(crate::store::memory::MemoryStore::new()),
             Backend::Url(url) => Store::Redis(
                 crate::store::redis::RedisStore::connect(
-                    url,
+                    crate::store::redis::Target::Url(url),
                     self.tls_root.as_deref(),
                     self.op_timeout,
                     &self.prefix,
@@ -451,15 +488,21 @@ impl CacheBuilder {
                 )
                 .await?,
             ),
-            Backend::Cluster(_) => {
-                return Err(Error::config(
-                    "Redis Cluster support is not available in this release",
-                ));
-            }
+            Backend::Cluster(seeds) => Store::Redis(
+                crate::store::redis::RedisStore::connect(
+                    crate::store::redis::Target::Cluster(seeds),
+                    self.tls_root.as_deref(),
+                    self.op_timeout,
+                    &self.prefix,
+                    Arc::downgrade(&flights),
+                    self.near_capacity,
+                )
+                .await?,
+            ),
         };
         let cache = Cache::from_parts(store, flights, self);
         if let Store::Redis(s) = &cache.inner.store {
-            cache.start_flushers(s.client());
+            cache.start_flushers(s.connector());
         }
         Ok(cache)
     }

@@ -32,7 +32,8 @@
 //! at once. The choice is made at compile time; both are race-free.
 //!
 //! Every example below runs on the in-process store; point the builder at
-//! Redis with `.url(..)` for the same behaviour across processes.
+//! Redis with `.url(..)`, or at a Redis Cluster with `.cluster(..)`, for the
+//! same behaviour across processes.
 //!
 //! ## `#[cached]` arguments
 //!

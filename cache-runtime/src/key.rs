@@ -72,11 +72,15 @@ pub(crate) fn escape_frame_into(key: &str, out: &mut String) {
 /// hashed keys; invalidate those by key or tag.)
 pub const MAX_KEY_LEN: usize = 512;
 
-/// Appends the stored form of a key or tag: escaped, or hashed when too long.
+/// Appends the stored form of a key or tag: escaped, or hashed when too long
+/// or empty. (An empty key would leave the braces around it empty, and
+/// Redis Cluster hashes a key with an empty `{}` as a whole, which would part
+/// an entry from its lease.)
 pub(crate) fn push_framed(key: &str, out: &mut String) {
     let start = out.len();
     escape_frame_into(key, out);
-    if out.len() - start > MAX_KEY_LEN {
+    let len = out.len() - start;
+    if len == 0 || len > MAX_KEY_LEN {
         let digest = xxhash_rust::xxh3::xxh3_128(&out.as_bytes()[start..]);
         out.truncate(start);
         let _ = write!(out, "#{digest:032x}");
@@ -257,6 +261,10 @@ mod tests {
         let mut braces = String::new();
         push_framed("{x}", &mut braces);
         assert_eq!(braces, "%7Bx%7D", "no hash tag can be smuggled in");
+        let mut empty = String::new();
+        push_framed("", &mut empty);
+        assert_eq!(empty.len(), 33, "the empty key still fills its hash tag");
+        assert!(empty.starts_with('#'));
     }
 
     #[test]

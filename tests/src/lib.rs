@@ -22,20 +22,23 @@
 //! The binary is `$REDIS_SERVER` when set, else `redis-server` from `PATH`;
 //! `scripts/install-redis.sh` installs it.
 //!
-//! # Room for a cluster
+//! # Clusters
 //!
-//! A later `RedisCluster` (in a `cluster` module) will start several
-//! [`RedisServer`]s with `start_with(&["--cluster-enabled", "yes",
-//! "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", ..])`,
-//! each in its own directory, then join them with `redis-cli --cluster create
-//! 127.0.0.1:P1 .. --cluster-replicas N --cluster-yes` and wait until
-//! `CLUSTER INFO` reports `cluster_state:ok`. Each node also needs its bus port
-//! (port + 10000 by default) free: [`free_port`] keeps ports low enough for
-//! that, and a cluster may still pass `--cluster-port` explicitly.
+//! [`RedisCluster`] starts several [`RedisServer`]s with `--cluster-enabled
+//! yes` (each with its own directory for `nodes.conf` and its own bus port
+//! from [`free_port`]), joins them with `redis-cli --cluster create ..
+//! --cluster-replicas 0 --cluster-yes`, and waits until every node reports
+//! `cluster_state:ok`. It can move slots between primaries while clients run
+//! ([`RedisCluster::move_slot`], or step by step with
+//! [`RedisCluster::begin_move`]). [`shared_cluster`] is one lazily started
+//! cluster per test binary, isolated by key prefix like [`shared`].
+//! `redis-cli` is `$REDIS_CLI` when set, else `redis-cli` from `PATH`.
 
+mod cluster;
 mod ports;
 mod process;
 mod server;
 
+pub use cluster::{RedisCluster, SlotMove, redis_cli_bin, shared_cluster};
 pub use ports::free_port;
 pub use server::{RedisServer, redis_server_bin, shared, unique_prefix};

@@ -407,7 +407,7 @@ impl RedisServer {
     /// Kills the process and removes the directory without needing `&mut`
     /// (the [`shared`] server is never dropped). Never panics and never
     /// blocks on the lock.
-    fn stop_at_exit(&self) {
+    pub(crate) fn stop_at_exit(&self) {
         let mut guard = match self.child.try_lock() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),

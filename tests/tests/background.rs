@@ -52,6 +52,7 @@ async fn until_stored(cache: &Cache, key: &str, want: u32) {
 
 static OFFSET_MEMORY: AtomicU64 = AtomicU64::new(0);
 static OFFSET_REDIS: AtomicU64 = AtomicU64::new(0);
+static OFFSET_CLUSTER: AtomicU64 = AtomicU64::new(0);
 
 fn clock_memory() -> u64 {
     real_now() + OFFSET_MEMORY.load(SeqCst)
@@ -59,11 +60,15 @@ fn clock_memory() -> u64 {
 fn clock_redis() -> u64 {
     real_now() + OFFSET_REDIS.load(SeqCst)
 }
+fn clock_cluster() -> u64 {
+    real_now() + OFFSET_CLUSTER.load(SeqCst)
+}
 
 async fn stale_refresh_runs_in_the_background(b: Backend) {
     let (offset, clock): (&AtomicU64, fn() -> u64) = match b {
         Backend::Memory => (&OFFSET_MEMORY, clock_memory),
         Backend::Redis => (&OFFSET_REDIS, clock_redis),
+        Backend::Cluster => (&OFFSET_CLUSTER, clock_cluster),
     };
     let cache = b
         .builder("bg-stale")

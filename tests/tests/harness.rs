@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cache_tests::{RedisServer, free_port, shared, unique_prefix};
+use cache_tests::{RedisCluster, RedisServer, free_port, shared, unique_prefix};
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::oneshot;
@@ -363,4 +363,90 @@ fn free_port_never_hands_out_a_port_twice() {
     let distinct: HashSet<u16> = ports.iter().copied().collect();
     assert_eq!(distinct.len(), ports.len());
     assert!(ports.iter().all(|&p| p >= 1024));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serves_every_slot_and_moves_slots_with_their_keys() {
+    let cluster = RedisCluster::start(3);
+    assert_eq!(cluster.urls().len(), 3);
+    let mut pids = Vec::new();
+    for i in 0..cluster.len() {
+        let mut c = cluster.node(i).conn().await;
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER INFO");
+        assert!(info.contains("cluster_state:ok"), "{info}");
+        assert!(
+            info.contains("cluster_size:3"),
+            "every node holds slots: {info}"
+        );
+        pids.push(cluster.node(i).pid().expect("running"));
+    }
+    let mut conn = cluster.conn().await;
+    // Keys on every primary, through one cluster connection.
+    let keys: Vec<String> = (0..30).map(|i| format!("harness:{i}")).collect();
+    let mut owners = HashSet::new();
+    for k in &keys {
+        redis::cmd("SET")
+            .arg(k)
+            .arg(k)
+            .query_async::<()>(&mut conn)
+            .await
+            .expect("SET");
+        owners.insert(cluster.owner_of(cluster.slot_of(k).await).await);
+    }
+    assert_eq!(owners.len(), 3, "30 keys land on every primary");
+    // A slot moves with its key, and the key stays readable.
+    let key = "{moving}k";
+    redis::cmd("SET")
+        .arg(key)
+        .arg("v")
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("SET");
+    let slot = cluster.slot_of(key).await;
+    let from = cluster.owner_of(slot).await;
+    let to = (from + 1) % cluster.len();
+    let moved = cluster.move_slot_in_batches(slot, to, 1).await;
+    assert_eq!(
+        moved,
+        vec![key.as_bytes().to_vec()],
+        "the slot's one key moved"
+    );
+    assert_eq!(cluster.owner_of(slot).await, to);
+    for i in 0..cluster.len() {
+        let mut c = cluster.node(i).conn().await;
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER NODES");
+        assert!(
+            !nodes.contains('['),
+            "no slot left migrating on node {i}: {nodes}"
+        );
+    }
+    let mut direct = cluster.node(to).conn().await;
+    let there: Option<String> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut direct)
+        .await
+        .expect("GET on the new owner");
+    assert_eq!(there.as_deref(), Some("v"));
+    let through: Option<String> = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .expect("GET follows the move");
+    assert_eq!(through.as_deref(), Some("v"));
+    drop(conn);
+    drop(cluster);
+    for pid in pids {
+        assert!(
+            !process_alive(pid),
+            "node {pid} was killed with the cluster"
+        );
+    }
 }

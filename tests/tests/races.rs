@@ -224,6 +224,11 @@ async fn no_stale_reads_on_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_reads_on_cluster() {
+    ours(Backend::Cluster).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_naive_cache_aside_fails_the_same_harness() {
     let naive = Naive {
         conn: cache_tests::shared().conn().await,

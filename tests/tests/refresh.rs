@@ -50,6 +50,8 @@ knobs!(STALE_MEMORY);
 knobs!(STALE_REDIS);
 knobs!(EARLY_MEMORY);
 knobs!(EARLY_REDIS);
+knobs!(STALE_CLUSTER);
+knobs!(EARLY_CLUSTER);
 
 impl Knobs {
     fn advance_to(&self, ms: u64) {
@@ -64,6 +66,7 @@ async fn stale_while_revalidate(b: Backend) {
     let k = match b {
         Backend::Memory => &STALE_MEMORY,
         Backend::Redis => &STALE_REDIS,
+        Backend::Cluster => &STALE_CLUSTER,
     };
     let cache = b
         .builder("stale")
@@ -143,6 +146,7 @@ async fn early_refresh_one_caller_reloads(b: Backend) {
     let k = match b {
         Backend::Memory => &EARLY_MEMORY,
         Backend::Redis => &EARLY_REDIS,
+        Backend::Cluster => &EARLY_CLUSTER,
     };
     let cache = b
         .builder("early")

@@ -4,6 +4,8 @@
 //! critical section on the in-process store; they have the same semantics,
 //! which the conformance suite checks against both.
 
+mod cluster;
+pub(crate) mod conn;
 mod glob;
 pub(crate) mod memory;
 pub(crate) mod near;
@@ -167,7 +169,12 @@ impl Store {
     }
 
     pub(crate) fn kind(&self) -> &'static str {
-        dispatch!(self, _s => "redis", "memory", "pass-through")
+        match self {
+            Store::Redis(s) if s.cluster => "redis cluster",
+            Store::Redis(_) => "redis",
+            Store::Memory(_) => "memory",
+            Store::PassThrough => "pass-through",
+        }
     }
 
     pub(crate) async fn lookup(

@@ -1,6 +1,10 @@
-//! Redis standalone store: one multiplexed, auto-reconnecting connection
-//! (redis-rs `ConnectionManager`) and four Lua scripts, loaded at start and
-//! called by SHA.
+//! Redis store, standalone or cluster: one multiplexed connection
+//! (redis-rs `ConnectionManager`, or a `cluster_async::ClusterConnection`,
+//! behind [`Conn`]) and Lua scripts, loaded at start and called by SHA.
+//!
+//! Every operation is written once for both deployments. Where a cluster
+//! needs another way (tag keys live in other slots than entries, and `SCAN`
+//! must visit every primary), the operation hands over to `cluster.rs`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +16,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use super::conn::{Conn, Connector};
 use super::near::{Generation, Near};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
@@ -19,12 +24,16 @@ use crate::flight::Flights;
 use crate::resilience::{Breaker, DEFAULT_COOLDOWN, DEFAULT_THRESHOLD};
 
 /// The scripts, hashed once.
-struct Scripts {
+pub(super) struct Scripts {
     lookup: Script,
     fill: Script,
     release: Script,
     set: Script,
     behind: Script,
+    /// `lookup.lua` with the tags' tokens given (cluster: tags live elsewhere).
+    pub(super) lookup_tokens: Script,
+    /// An unconditional store of a whole envelope (cluster).
+    pub(super) put: Script,
 }
 
 impl Scripts {
@@ -35,17 +44,42 @@ impl Scripts {
             release: Script::new(include_str!("scripts/release.lua")),
             set: Script::new(include_str!("scripts/set.lua")),
             behind: Script::new(include_str!("scripts/behind.lua")),
+            lookup_tokens: Script::new(include_str!("scripts/lookup_tokens.lua")),
+            put: Script::new(include_str!("scripts/put.lua")),
         }
+    }
+
+    /// The scripts a deployment uses.
+    fn used(&self, cluster: bool) -> Vec<&Script> {
+        let mut all = vec![&self.fill, &self.release];
+        if cluster {
+            all.extend([&self.lookup_tokens, &self.put]);
+        } else {
+            all.extend([&self.lookup, &self.set, &self.behind]);
+        }
+        all
     }
 }
 
+/// Where the store connects.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// A standalone server.
+    Url(&'a str),
+    /// A Redis Cluster, through these seed nodes.
+    Cluster(&'a [String]),
+}
+
 pub(crate) struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
-    scripts: Scripts,
+    pub(super) conn: Conn,
+    /// Opens connections of their own (write-behind flushers).
+    connector: Connector,
+    /// Whether the store is a Redis Cluster.
+    pub(super) cluster: bool,
+    pub(super) scripts: Scripts,
     timeout: Duration,
     /// Channel on which fills of awaited leases are announced.
-    channel: String,
+    pub(super) channel: String,
     wakeups: Arc<Wakeups>,
     breaker: Breaker,
     /// The near cache, when there is one.
@@ -65,33 +99,51 @@ impl RedisStore {
     /// not an error (the connection is retried in the background and reads
     /// fall back to their loaders meanwhile); an invalid URL is.
     pub(crate) async fn connect(
-        url: &str,
+        target: Target<'_>,
         tls_root: Option<&[u8]>,
         timeout: Duration,
         prefix: &str,
         flights: Weak<Flights>,
         near_capacity: Option<u64>,
     ) -> Result<Self> {
-        let client = open_client(url, tls_root)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        // The near cache's tracking connection goes to the one server.
+        let mut standalone: Option<redis::Client> = None;
+        let (conn, connector, subscribers, cluster) = match target {
+            Target::Url(url) => {
+                let client = open_client(url, tls_root)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+                standalone = Some(client.clone());
+                (
+                    Conn::Single(conn),
+                    Connector::Single(client.clone()),
+                    vec![client],
+                    false,
+                )
+            }
+            Target::Cluster(seeds) => {
+                let c = super::cluster::open(seeds, tls_root, timeout)?;
+                (c.conn, c.connector, c.subscribers, true)
+            }
+        };
         let channel = format!("{prefix}:fills");
         let wakeups = Arc::new(Wakeups::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
         tokio::spawn(subscribe(
-            client.clone(),
+            subscribers,
             channel.clone(),
             flights,
             wakeups.clone(),
             stopped,
         ));
         let mut stops = vec![stop];
-        let near = match near_capacity {
-            Some(capacity) => {
+        // (A cluster with a near cache is refused by the builder.)
+        let near = match (near_capacity, standalone) {
+            (Some(capacity), Some(client)) => {
                 let near = Arc::new(Near::new(capacity));
                 let (stop, stopped) = tokio::sync::oneshot::channel();
                 stops.push(stop);
@@ -104,11 +156,12 @@ impl RedisStore {
                 ));
                 Some(near)
             }
-            None => None,
+            _ => None,
         };
         let store = RedisStore {
-            client: client.clone(),
             conn,
+            connector,
+            cluster,
             scripts: Scripts::new(),
             timeout,
             channel,
@@ -124,8 +177,7 @@ impl RedisStore {
     }
 
     async fn load_scripts(&self) -> Result<()> {
-        let s = &self.scripts;
-        for script in [&s.lookup, &s.fill, &s.release, &s.set, &s.behind] {
+        for script in self.scripts.used(self.cluster) {
             let mut conn = self.conn.clone();
             self.timed(async move { script.prepare_invoke().load_async(&mut conn).await })
                 .await?;
@@ -143,7 +195,7 @@ impl RedisStore {
         self.wakeups.live.load(Ordering::Relaxed)
     }
 
-    async fn timed<T, F>(&self, f: F) -> Result<T>
+    pub(super) async fn timed<T, F>(&self, f: F) -> Result<T>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
@@ -179,6 +231,9 @@ impl RedisStore {
         tag_keys: &[String],
         lease: Option<&LeaseArgs<'_>>,
     ) -> Result<Lookup> {
+        if self.cluster {
+            return self.cluster_lookup(k, tag_keys, lease).await;
+        }
         let bytes =
             k.entry.len() + k.lease.len() + tag_keys.iter().map(String::len).sum::<usize>() + 48;
         let mut cmd = evalsha(
@@ -281,7 +336,11 @@ impl RedisStore {
 
     /// Runs a prepared `EVALSHA`; loads the script and retries once if the
     /// server does not know it (after a restart or `SCRIPT FLUSH`).
-    async fn eval<T: redis::FromRedisValue>(&self, script: &Script, cmd: &redis::Cmd) -> Result<T> {
+    pub(super) async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
         let mut conn = self.conn.clone();
         let first: Result<T> = self.timed(cmd.query_async(&mut conn)).await;
         match first {
@@ -324,6 +383,9 @@ impl RedisStore {
     }
 
     pub(crate) async fn set(&self, w: &Write<'_>) -> Result<()> {
+        if self.cluster {
+            return self.cluster_set(w).await;
+        }
         let mut inv = self.scripts.set.prepare_invoke();
         push_write(&mut inv, w, None);
         inv.arg(&self.channel);
@@ -333,13 +395,13 @@ impl RedisStore {
     }
 
     /// Runs one command within the operation timeout and the breaker.
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+    pub(super) async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         let mut conn = self.conn.clone();
         self.timed(cmd.query_async(&mut conn)).await
     }
 
     /// Runs a script invocation (loading the script first if the server lost it).
-    async fn invoke<T: redis::FromRedisValue>(
+    pub(super) async fn invoke<T: redis::FromRedisValue>(
         &self,
         inv: &redis::ScriptInvocation<'_>,
     ) -> Result<T> {
@@ -363,7 +425,8 @@ impl RedisStore {
         self.query(redis::cmd("PTTL").arg(key)).await
     }
 
-    /// Stores an entry and appends a write-behind call to `stream`, atomically.
+    /// Stores an entry and appends a write-behind call to `stream`: atomically
+    /// on a standalone server, in two steps on a cluster (see `cluster.rs`).
     pub(crate) async fn set_and_enqueue(
         &self,
         w: &Write<'_>,
@@ -371,6 +434,9 @@ impl RedisStore {
         key: &str,
         args: &[u8],
     ) -> Result<()> {
+        if self.cluster {
+            return self.cluster_set_and_enqueue(w, stream, key, args).await;
+        }
         let mut inv = self.scripts.behind.prepare_invoke();
         push_write(&mut inv, w, Some(stream));
         inv.arg(&self.channel).arg(key).arg(args);
@@ -383,9 +449,9 @@ impl RedisStore {
         self.query(redis::cmd("XLEN").arg(stream)).await
     }
 
-    /// The client, for connections of their own (blocking stream reads).
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// Opens connections of their own (blocking stream reads).
+    pub(crate) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -412,6 +478,9 @@ impl RedisStore {
     ) -> Result<()> {
         if keys.is_empty() {
             return Ok(());
+        }
+        if self.cluster {
+            return self.cluster_set_tokens(keys, tokens, ttl_ms).await;
         }
         let mut pipe = redis::pipe();
         for (k, t) in keys.iter().zip(tokens) {
@@ -440,6 +509,9 @@ impl RedisStore {
 
     /// Up to `limit` keys matching `pattern` (SCAN, never KEYS).
     pub(crate) async fn scan(&self, pattern: &str, limit: usize) -> Result<Vec<String>> {
+        if self.cluster {
+            return self.cluster_scan(pattern, limit).await;
+        }
         let (mut cursor, mut out) = (0, Vec::new());
         loop {
             let (next, keys) = self.scan_page(cursor, pattern).await?;
@@ -487,6 +559,9 @@ impl RedisStore {
 
     /// SCAN + UNLINK in batches; never KEYS. Each step has its own timeout.
     pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+        if self.cluster {
+            return self.cluster_delete_pattern(pattern).await;
+        }
         let (mut cursor, mut deleted) = (0, 0);
         loop {
             let (next, keys) = self.scan_page(cursor, pattern).await?;
@@ -542,7 +617,7 @@ fn push_write(inv: &mut redis::ScriptInvocation<'_>, w: &Write<'_>, stream: Opti
 /// `EVALSHA <sha> <nkeys>`, with room for `nargs` more arguments of about
 /// `bytes` bytes in all (sized up front: growing the buffers argument by
 /// argument costs more than the rest of building the command).
-fn evalsha(script: &Script, nkeys: usize, nargs: usize, bytes: usize) -> redis::Cmd {
+pub(super) fn evalsha(script: &Script, nkeys: usize, nargs: usize, bytes: usize) -> redis::Cmd {
     let mut cmd = redis::Cmd::with_capacity(3 + nargs, 64 + bytes);
     cmd.arg("EVALSHA").arg(script.get_hash()).arg(nkeys);
     cmd
@@ -571,7 +646,7 @@ fn open_client_with(
 
 /// A client for `url`; `rediss://` over rustls (ring), trusting `tls_root`
 /// (PEM) when given, the system's roots otherwise.
-fn open_client(url: &str, tls_root: Option<&[u8]>) -> Result<redis::Client> {
+pub(super) fn open_client(url: &str, tls_root: Option<&[u8]>) -> Result<redis::Client> {
     if url.starts_with("rediss://") {
         // The process may already have chosen a provider; either way one is set.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -589,17 +664,24 @@ fn open_client(url: &str, tls_root: Option<&[u8]>) -> Result<redis::Client> {
 }
 
 /// Listens for fill announcements and wakes the callers of this process that
-/// wait on those entries. Reconnects with backoff; while it is down, waiters
-/// fall back to short polling. Ends when the store is dropped.
+/// wait on those entries. Reconnects with backoff, to the next of `clients`
+/// each time (a cluster's seeds: a `PUBLISH` on any node of a cluster reaches
+/// the subscribers of every node, so one subscription is enough); while it is
+/// down, waiters fall back to short polling. Ends when the store is dropped.
 async fn subscribe(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     flights: Weak<Flights>,
     wakeups: Arc<Wakeups>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut delay = Duration::from_millis(50);
+    let mut next = 0;
     loop {
+        let Some(client) = clients.get(next % clients.len().max(1)) else {
+            return;
+        };
+        next += 1;
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -639,7 +721,7 @@ async fn subscribe(
     }
 }
 
-fn parse_lookup(v: Value) -> Result<Lookup> {
+pub(super) fn parse_lookup(v: Value) -> Result<Lookup> {
     let bad = || {
         Error::Store(redis::RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,

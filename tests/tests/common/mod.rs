@@ -1,4 +1,4 @@
-//! Shared pieces of the integration tests: building a cache on either store.
+//! Shared pieces of the integration tests: building a cache on any store.
 #![allow(dead_code)]
 
 use cache_runtime::Cache;
@@ -8,6 +8,8 @@ use cache_runtime::Cache;
 pub enum Backend {
     Memory,
     Redis,
+    /// The shared Redis Cluster (3 primaries) of the test binary.
+    Cluster,
 }
 
 impl Backend {
@@ -23,12 +25,15 @@ impl Backend {
             Backend::Redis => Cache::builder()
                 .url(cache_tests::shared().url())
                 .prefix(prefix),
+            Backend::Cluster => Cache::builder()
+                .cluster(cache_tests::shared_cluster().urls())
+                .prefix(prefix),
         }
     }
 }
 
-/// Generates `mod memory` and `mod redis`, each with one `#[tokio::test]` per
-/// listed async fn taking a `Backend`.
+/// Generates `mod memory`, `mod redis` and `mod cluster`, each with one
+/// `#[tokio::test]` per listed async fn taking a `Backend`.
 #[macro_export]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
@@ -45,6 +50,14 @@ macro_rules! on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::common::Backend::Redis).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Cluster).await;
                 }
             )*
         }
