@@ -228,6 +228,37 @@ async fn no_stale_reads_on_cluster() {
     ours(Backend::Cluster).await;
 }
 
+/// With a near cache, hits are served from process memory: the copies must
+/// not outlive an invalidation, whoever's read raced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_reads_with_a_near_cache() {
+    let cache = Backend::Redis
+        .builder("race_near")
+        .near_cache(1_000)
+        .build()
+        .await
+        .expect("cache builds");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !cache.near_state().is_some_and(|s| s.live) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("tracking up");
+    let report = run(Arc::new(Ours(cache.clone()))).await;
+    assert!(
+        report.reads > 100 && report.writes > 20,
+        "the harness ran: {report:?}"
+    );
+    assert_eq!(report.stale_reads, 0, "{report:?}");
+    assert_eq!(report.stale_entries_after, 0, "{report:?}");
+    assert!(
+        cache.stats().hits > 0,
+        "copies served hits: {:?}",
+        cache.stats()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_naive_cache_aside_fails_the_same_harness() {
     let naive = Naive {
