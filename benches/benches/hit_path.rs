@@ -23,26 +23,8 @@ use cache_runtime::{Cache, Options, cached};
 use cached::AsyncRedisCache;
 use cached::macros::concurrent_cached;
 use redis::aio::MultiplexedConnection;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    roles: Vec<String>,
-    active: bool,
-}
-
-fn user(id: u64) -> User {
-    User {
-        id,
-        name: format!("User Number {id}"),
-        email: format!("user{id}@example.com"),
-        roles: vec!["reader".into(), "writer".into()],
-        active: true,
-    }
-}
+use cache_benches::{User, user};
 
 #[cached(key = "user:{id}", ttl = 3600)]
 async fn cached_user(id: u64) -> Result<User, std::convert::Infallible> {

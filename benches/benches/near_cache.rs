@@ -18,26 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cache_runtime::{Cache, Options};
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    roles: Vec<String>,
-    active: bool,
-}
-
-fn user(id: u64) -> User {
-    User {
-        id,
-        name: format!("User Number {id}"),
-        email: format!("user{id}@example.com"),
-        roles: vec!["reader".into(), "writer".into()],
-        active: true,
-    }
-}
+use cache_benches::{User, user};
 
 const ROUNDS: usize = 15;
 const OPS: usize = 20_000;

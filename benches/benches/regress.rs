@@ -26,27 +26,9 @@ use std::time::Duration;
 use cache_runtime::key::KeyWriter;
 use cache_runtime::{Cache, Options, cached};
 use criterion::{Criterion, criterion_group, criterion_main};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// The record of `hit_path`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-    email: String,
-    roles: Vec<String>,
-    active: bool,
-}
-
-fn user(id: u64) -> User {
-    User {
-        id,
-        name: format!("User Number {id}"),
-        email: format!("user{id}@example.com"),
-        roles: vec!["reader".into(), "writer".into()],
-        active: true,
-    }
-}
+use cache_benches::{User, user};
 
 /// A filter argument, hashed into the key as `key = "orders:{#filter}"` does.
 #[derive(Debug, Clone, Serialize)]

@@ -3,14 +3,17 @@
 //! moving with their slots, and callers served (never with an error, never
 //! stale) while slots move between primaries.
 
-use std::collections::{HashMap, HashSet};
+mod common;
+
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, Options};
 use cache_tests::{RedisCluster, shared_cluster, unique_prefix};
+use common::Source;
 use tokio::sync::oneshot;
 
 /// Upper bound for anything that should happen "soon".
@@ -430,24 +433,6 @@ const WRITERS: usize = 2;
 const RUN_FOR: Duration = Duration::from_secs(4);
 const MAX_OPS_PER_TASK: usize = 2_000;
 const MAX_MOVES: usize = 80;
-
-/// The data source: a version per key, bumped by writers.
-#[derive(Default)]
-struct Source {
-    versions: Mutex<HashMap<usize, u64>>,
-}
-
-impl Source {
-    fn read(&self, key: usize) -> u64 {
-        *self.versions.lock().unwrap().get(&key).unwrap_or(&0)
-    }
-    fn bump(&self, key: usize) -> u64 {
-        let mut m = self.versions.lock().unwrap();
-        let v = m.entry(key).or_insert(0);
-        *v += 1;
-        *v
-    }
-}
 
 /// Counters of one run.
 #[derive(Debug, Default)]

@@ -11,15 +11,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, Options};
-use common::Backend;
+use common::{Backend, Source};
 
 const KEYS: usize = 4;
 const READERS: usize = 12;
@@ -93,24 +92,6 @@ impl UnderTest for Naive {
             .query_async(&mut c)
             .await
             .expect("DEL");
-    }
-}
-
-/// The data source: a version per key, bumped by writers.
-#[derive(Default)]
-struct Source {
-    versions: Mutex<HashMap<usize, u64>>,
-}
-
-impl Source {
-    fn read(&self, key: usize) -> u64 {
-        *self.versions.lock().unwrap().get(&key).unwrap_or(&0)
-    }
-    fn bump(&self, key: usize) -> u64 {
-        let mut m = self.versions.lock().unwrap();
-        let v = m.entry(key).or_insert(0);
-        *v += 1;
-        *v
     }
 }
 

@@ -63,3 +63,25 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// A versioned data source for race harnesses: a version per key, bumped by
+/// writers.
+#[derive(Default)]
+pub struct Source {
+    versions: std::sync::Mutex<std::collections::HashMap<usize, u64>>,
+}
+
+impl Source {
+    /// The current version of `key`.
+    pub fn read(&self, key: usize) -> u64 {
+        *self.versions.lock().unwrap().get(&key).unwrap_or(&0)
+    }
+
+    /// Bumps `key`'s version and returns the new one.
+    pub fn bump(&self, key: usize) -> u64 {
+        let mut m = self.versions.lock().unwrap();
+        let v = m.entry(key).or_insert(0);
+        *v += 1;
+        *v
+    }
+}
