@@ -323,6 +323,8 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
                     async fn __cache_body(#(#pats: #tys),*) -> #ret #block
                     let __cache_fut = __cache_body(#(#names),*);
                     let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind().#cacheable();
+                    let __cache_opts = __cache_opts
+                        .near_copies((&&#p::CopyProbe::of(&__cache_kind)).copies());
                     (&&#p::Probe::of(&__cache_fut))
                         .#launch(
                             __cache_kind,
@@ -337,8 +339,10 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
             None => {
                 let run = quote_spanned!(ret_span=> run);
                 quote! {
-                    (&&&#p::Wrap::<#ret>::new())
-                        .kind()
+                    let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind();
+                    let __cache_opts = __cache_opts
+                        .near_copies((&&#p::CopyProbe::of(&__cache_kind)).copies());
+                    __cache_kind
                         .#run(__cache_ref, __cache_key, __cache_opts, #body)
                         .await
                 }
@@ -351,8 +355,8 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
             #(#inner)*
             #[allow(unused_imports)]
             use #p::{
-                InCaller as _, InTask as _, SelectOption as _, SelectPlain as _,
-                SelectResult as _, SelectResultOption as _,
+                CopiesCloned as _, CopiesNone as _, InCaller as _, InTask as _,
+                SelectOption as _, SelectPlain as _, SelectResult as _, SelectResultOption as _,
             };
             #prelude
             #call

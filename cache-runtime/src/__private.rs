@@ -349,6 +349,67 @@ launch!(ResultKind<T, E>, Result<T, E>, [T, E]);
 launch!(OptionKind<T>, Option<T>, [T]);
 launch!(PlainKind<T>, T, [T]);
 
+pub use crate::store::near::Copies;
+
+/// The type a kind of call caches (what the read path decodes).
+pub trait ValueOf {
+    /// That type.
+    type Value;
+}
+
+impl<T, E> ValueOf for ResultOptionKind<T, E> {
+    type Value = Option<T>;
+}
+impl<T, E> ValueOf for ResultKind<T, E> {
+    type Value = T;
+}
+impl<T> ValueOf for OptionKind<T> {
+    type Value = Option<T>;
+}
+impl<T> ValueOf for PlainKind<T> {
+    type Value = T;
+}
+
+/// Asks, by autoref specialisation, whether a kind's value type can be
+/// cloned: `(&&CopyProbe::of(&kind)).copies()` lets near-cache hits clone a
+/// value decoded once instead of decoding it every time.
+pub struct CopyProbe<K>(PhantomData<fn() -> K>);
+
+impl<K> CopyProbe<K> {
+    /// A probe for the kind `kind`.
+    pub fn of(_kind: &K) -> Self {
+        CopyProbe(PhantomData)
+    }
+}
+
+/// Selected when the value type is `Clone + Send + Sync`.
+pub trait CopiesCloned {
+    /// How decoded copies are kept and taken.
+    fn copies(self) -> Option<Copies>;
+}
+
+impl<K> CopiesCloned for &&CopyProbe<K>
+where
+    K: ValueOf,
+    K::Value: Clone + Send + Sync + 'static,
+{
+    fn copies(self) -> Option<Copies> {
+        Some(Copies::of::<K::Value>())
+    }
+}
+
+/// Selected otherwise: every hit decodes.
+pub trait CopiesNone {
+    /// None.
+    fn copies(self) -> Option<Copies>;
+}
+
+impl<K> CopiesNone for &CopyProbe<K> {
+    fn copies(self) -> Option<Copies> {
+        None
+    }
+}
+
 /// Drops the impossible `Err` of an infallible load.
 fn infallible<T>(out: Result<T, Infallible>) -> T {
     match out {

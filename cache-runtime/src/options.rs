@@ -29,6 +29,8 @@ pub struct Options {
     pub(crate) version: u32,
     pub(crate) encrypt: bool,
     pub(crate) function: &'static str,
+    /// How near-cache copies of this call's value type are kept decoded.
+    pub(crate) copies: Option<crate::store::near::Copies>,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Options {
             early_refresh: None,
             lock: true,
             cache_none: None,
+            copies: None,
             codec: None,
             version: 1,
             encrypt: false,
@@ -124,6 +127,14 @@ impl Options {
     /// The name under which [`Stats`](crate::Stats) counts this call.
     pub fn function(mut self, name: &'static str) -> Self {
         self.function = name;
+        self
+    }
+
+    /// Lets near-cache hits clone a value decoded once instead of decoding
+    /// every time (set by the macros for cloneable types).
+    #[doc(hidden)]
+    pub fn near_copies(mut self, copies: Option<crate::__private::Copies>) -> Self {
+        self.copies = copies;
         self
     }
 

@@ -288,17 +288,32 @@ impl Cache {
                 peeked = p.hit();
                 // The common case, decided without building anything else.
                 if let Some(bytes) = &peeked {
+                    // A near-cache copy decoded before: a clone, no decode.
+                    let copy = match (bytes, opts.copies) {
+                        (crate::store::Bytes::Shared(held), Some(c)) => Some((held, c)),
+                        _ => None,
+                    };
+                    if let Some((held, c)) = copy
+                        && let Some((v, meta)) = held.decoded::<T>(c, codec, opts.encrypt)
+                        && !self.wants_refresh(opts, &meta)
+                    {
+                        stats.hit();
+                        return Ok(v);
+                    }
                     let reading = envelope::Reading {
                         codec,
                         max_size: inner.max_value_size,
                         sealing: self.any_sealing_for(&entry),
                         require_sealed: opts.encrypt,
                     };
-                    if let Ok((v, meta)) = envelope::decode::<T>(bytes, reading)
-                        && !self.wants_refresh(opts, &meta)
-                    {
-                        stats.hit();
-                        return Ok(v);
+                    if let Ok((v, meta)) = envelope::decode::<T>(bytes, reading) {
+                        if let Some((held, c)) = copy {
+                            held.remember(&v, meta, codec, c);
+                        }
+                        if !self.wants_refresh(opts, &meta) {
+                            stats.hit();
+                            return Ok(v);
+                        }
                     }
                 }
             }

@@ -93,7 +93,7 @@ pub(crate) enum Lookup {
 #[derive(Debug)]
 pub(crate) enum Bytes {
     Owned(Vec<u8>),
-    Shared(std::sync::Arc<[u8]>),
+    Shared(std::sync::Arc<near::Held>),
 }
 
 impl std::ops::Deref for Bytes {
@@ -102,7 +102,7 @@ impl std::ops::Deref for Bytes {
     fn deref(&self) -> &[u8] {
         match self {
             Bytes::Owned(v) => v,
-            Bytes::Shared(a) => a,
+            Bytes::Shared(h) => h.bytes(),
         }
     }
 }
@@ -111,7 +111,7 @@ impl Bytes {
     pub(crate) fn into_vec(self) -> Vec<u8> {
         match self {
             Bytes::Owned(v) => v,
-            Bytes::Shared(a) => a.to_vec(),
+            Bytes::Shared(h) => h.bytes().to_vec(),
         }
     }
 }

@@ -19,11 +19,15 @@
 //! tell us), so invalidations missed while it was down cannot leave stale
 //! copies.
 
-use std::sync::Arc;
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use redis::{PushInfo, PushKind, Value};
+
+use crate::CodecKind;
+use crate::envelope::{FLAG_SEALED, Meta};
 
 /// Stripes of invalidation generations (by key hash).
 const STRIPES: usize = 1024;
@@ -32,16 +36,111 @@ const STRIPES: usize = 1024;
 /// an invalidation when a key expires or is evicted).
 const MAX_AGE: Duration = Duration::from_secs(300);
 
-/// A copy of a stored value and when it stops being used.
-#[derive(Clone)]
-struct Held {
-    bytes: Arc<[u8]>,
+/// A copy of a stored value, when it stops being used, and, once a read of a
+/// cloneable type has decoded it, the decoded value (later hits clone it
+/// instead of decoding again).
+pub(crate) struct Held {
+    bytes: Box<[u8]>,
     until: Instant,
+    decoded: OnceLock<Decoded>,
+}
+
+/// A decoded copy, and how it was read.
+struct Decoded {
+    value: Box<dyn Any + Send + Sync>,
+    meta: Meta,
+    codec: CodecKind,
+}
+
+/// How a read keeps and takes decoded values of its type (`T: Clone`);
+/// made by the macros, type-erased so that options stay one type.
+#[derive(Clone, Copy)]
+pub struct Copies {
+    keep: fn(&dyn Any) -> Option<Box<dyn Any + Send + Sync>>,
+    take: fn(&dyn Any, &mut dyn Any),
+}
+
+impl std::fmt::Debug for Copies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Copies")
+    }
+}
+
+impl Copies {
+    /// For values of type `T`.
+    pub fn of<T: Clone + Send + Sync + 'static>() -> Copies {
+        fn keep<T: Clone + Send + Sync + 'static>(
+            v: &dyn Any,
+        ) -> Option<Box<dyn Any + Send + Sync>> {
+            let v = v.downcast_ref::<T>()?;
+            Some(Box::new(v.clone()))
+        }
+        fn take<T: Clone + 'static>(stored: &dyn Any, out: &mut dyn Any) {
+            if let (Some(v), Some(out)) =
+                (stored.downcast_ref::<T>(), out.downcast_mut::<Option<T>>())
+            {
+                *out = Some(v.clone());
+            }
+        }
+        Copies {
+            keep: keep::<T>,
+            take: take::<T>,
+        }
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("bytes", &self.bytes.len())
+            .field("decoded", &self.decoded.get().is_some())
+            .finish()
+    }
+}
+
+impl Held {
+    /// The stored bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The value decoded from this copy by an earlier read with the same
+    /// codec, if any; sealed values only when the read asks for sealing.
+    pub(crate) fn decoded<T: 'static>(
+        &self,
+        copies: Copies,
+        codec: CodecKind,
+        require_sealed: bool,
+    ) -> Option<(T, Meta)> {
+        let d = self.decoded.get()?;
+        if d.codec != codec || (require_sealed && d.meta.flags & FLAG_SEALED == 0) {
+            return None;
+        }
+        let mut out: Option<T> = None;
+        (copies.take)(&*d.value, &mut out);
+        Some((out?, d.meta))
+    }
+
+    /// Keeps `value`, just decoded from this copy, for later reads.
+    pub(crate) fn remember<T: 'static>(
+        &self,
+        value: &T,
+        meta: Meta,
+        codec: CodecKind,
+        copies: Copies,
+    ) {
+        if self.decoded.get().is_some() {
+            return;
+        }
+        if let Some(value) = (copies.keep)(value) {
+            let _ = self.decoded.set(Decoded { value, meta, codec });
+        }
+    }
 }
 
 /// The in-process layer.
 pub(crate) struct Near {
-    copies: moka::sync::Cache<String, Held, foldhash::quality::RandomState>,
+    copies: moka::sync::Cache<String, Arc<Held>, foldhash::quality::RandomState>,
     /// Bumped by every invalidation of a key of the stripe.
     stripes: Box<[AtomicU64]>,
     /// Bumped when everything is dropped (and when tracking resumes).
@@ -87,7 +186,7 @@ impl Near {
     }
 
     /// The copy of `key`, if there is a usable one.
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<[u8]>> {
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<Held>> {
         if !self.live() {
             return None;
         }
@@ -96,7 +195,7 @@ impl Near {
             self.copies.invalidate(key);
             return None;
         }
-        Some(held.bytes)
+        Some(held)
     }
 
     /// `key`'s generation now; taken before asking Redis.
@@ -116,10 +215,11 @@ impl Near {
         let until = until.min(Instant::now() + MAX_AGE);
         self.copies.insert(
             key.to_string(),
-            Held {
-                bytes: Arc::from(bytes),
+            Arc::new(Held {
+                bytes: bytes.into(),
                 until,
-            },
+                decoded: OnceLock::new(),
+            }),
         );
         // An invalidation handled between the check and the insert would
         // have found nothing to remove: look again.
@@ -266,6 +366,47 @@ pub(crate) async fn track(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_decoded_copy_is_taken_for_its_type_and_codec_only() {
+        let n = live();
+        n.keep("k", n.generation("k"), b"v", later());
+        let held = n.get("k").unwrap();
+        let copies = Copies::of::<String>();
+        let meta = Meta {
+            flags: 0,
+            fresh_until_ms: 1,
+            compute_us: 2,
+        };
+        assert!(
+            held.decoded::<String>(copies, CodecKind::Postcard, false)
+                .is_none()
+        );
+        held.remember(&"v".to_string(), meta, CodecKind::Postcard, copies);
+        let again = n.get("k").unwrap();
+        let (v, m) = again
+            .decoded::<String>(copies, CodecKind::Postcard, false)
+            .unwrap();
+        assert_eq!((v.as_str(), m.compute_us), ("v", 2));
+        assert!(
+            again
+                .decoded::<String>(copies, CodecKind::Json, false)
+                .is_none(),
+            "other codec"
+        );
+        assert!(
+            again
+                .decoded::<String>(copies, CodecKind::Postcard, true)
+                .is_none(),
+            "not sealed"
+        );
+        assert!(
+            again
+                .decoded::<u64>(Copies::of::<u64>(), CodecKind::Postcard, false)
+                .is_none(),
+            "other type"
+        );
+    }
+
     use super::*;
 
     fn live() -> Near {
@@ -283,12 +424,12 @@ mod tests {
         let n = live();
         let g = n.generation("k");
         n.keep("k", g, b"v1", later());
-        assert_eq!(n.get("k").as_deref(), Some(&b"v1"[..]));
+        assert_eq!(n.get("k").map(|h| h.bytes().to_vec()), Some(b"v1".to_vec()));
 
         let g = n.generation("k");
         n.forget("k"); // a change lands while the read is in flight
         n.keep("k", g, b"old", later());
-        assert_eq!(n.get("k"), None, "the read's copy is not kept");
+        assert!(n.get("k").is_none(), "the read's copy is not kept");
     }
 
     #[test]
@@ -297,13 +438,15 @@ mod tests {
         n.keep("k", n.generation("k"), b"v", later());
         let g = n.generation("j");
         n.set_live(false);
-        assert_eq!(n.get("k"), None);
+        assert!(n.get("k").is_none());
         n.keep("j", g, b"v", later());
         n.set_live(true);
-        assert_eq!(n.get("k"), None, "copies were dropped with the connection");
-        assert_eq!(
-            n.get("j"),
-            None,
+        assert!(
+            n.get("k").is_none(),
+            "copies were dropped with the connection"
+        );
+        assert!(
+            n.get("j").is_none(),
             "a read from before the loss keeps nothing"
         );
     }
@@ -318,13 +461,13 @@ mod tests {
             kind: PushKind::Invalidate,
             data: vec![Value::Array(vec![Value::BulkString(b"a".to_vec())])],
         });
-        assert_eq!(n.get("a"), None);
+        assert!(n.get("a").is_none());
         assert!(n.get("b").is_some());
         n.on_push(&PushInfo {
             kind: PushKind::Invalidate,
             data: vec![Value::Nil],
         });
-        assert_eq!(n.get("b"), None);
+        assert!(n.get("b").is_none());
         assert_eq!(n.pushed(), 2);
     }
 
@@ -332,6 +475,6 @@ mod tests {
     fn copies_expire_at_their_deadline() {
         let n = live();
         n.keep("k", n.generation("k"), b"v", Instant::now());
-        assert_eq!(n.get("k"), None);
+        assert!(n.get("k").is_none());
     }
 }

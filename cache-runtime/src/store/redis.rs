@@ -583,7 +583,7 @@ fn near_peek(near: &Near, entry: &str, tag_keys: &[String]) -> Option<super::Pee
     let bytes = near.get(entry)?;
     let mut tags = Vec::with_capacity(tag_keys.len());
     for t in tag_keys {
-        tags.push(Some(near.get(t)?.to_vec()));
+        tags.push(Some(near.get(t)?.bytes().to_vec()));
     }
     Some(super::Peek {
         entry: Some(super::Bytes::Shared(bytes)),
