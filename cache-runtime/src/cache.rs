@@ -220,6 +220,7 @@ pub struct CacheBuilder {
     pub(crate) tls_root: Option<Vec<u8>>,
     pub(crate) redact_keys: bool,
     pub(crate) near_capacity: Option<u64>,
+    pub(crate) coalesce_reads: bool,
 }
 
 #[derive(Clone)]
@@ -270,6 +271,7 @@ impl CacheBuilder {
             tls_root: None,
             redact_keys: false,
             near_capacity: None,
+            coalesce_reads: true,
         }
     }
 
@@ -293,6 +295,31 @@ impl CacheBuilder {
     /// ```
     pub fn near_cache(mut self, capacity: u64) -> Self {
         self.near_capacity = Some(capacity);
+        self
+    }
+
+    /// Whether concurrent reads on the hit path share one `MGET` (default on;
+    /// standalone Redis only).
+    ///
+    /// While other reads of this cache are in flight, a read waits for the
+    /// callers running on the same worker thread to add their keys, and one
+    /// command carries them all: under load, this saves most of the client's
+    /// per-request work and the server's per-command work. A read that finds
+    /// nothing else in flight sends its own command at once, so a lone caller
+    /// waits for nothing. `MGET` reads all its keys at one instant, after
+    /// every caller in it began, so a shared read is as fresh as an own one.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), cache_runtime::Error> {
+    /// let cache = cache_runtime::Cache::builder()
+    ///     .url("redis://127.0.0.1:6379")
+    ///     .coalesce_reads(false) // one command per read
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn coalesce_reads(mut self, on: bool) -> Self {
+        self.coalesce_reads = on;
         self
     }
 
@@ -485,6 +512,7 @@ impl CacheBuilder {
                     &self.prefix,
                     Arc::downgrade(&flights),
                     self.near_capacity,
+                    self.coalesce_reads,
                 )
                 .await?,
             ),
@@ -496,6 +524,7 @@ impl CacheBuilder {
                     &self.prefix,
                     Arc::downgrade(&flights),
                     self.near_capacity,
+                    self.coalesce_reads,
                 )
                 .await?,
             ),

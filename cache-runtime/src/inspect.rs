@@ -215,7 +215,25 @@ pub struct NearState {
     pub losses: u64,
 }
 
+/// How many reads shared a command ([`CacheBuilder::coalesce_reads`](crate::CacheBuilder::coalesce_reads)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct ReadBatches {
+    /// `MGET`s sent for two or more concurrent reads.
+    pub batches: u64,
+    /// Reads those `MGET`s served.
+    pub reads: u64,
+}
+
 impl Cache {
+    /// Counts of coalesced reads, when this cache coalesces them (standalone
+    /// Redis with [`coalesce_reads`](crate::CacheBuilder::coalesce_reads) on).
+    /// `reads / batches` is the mean number of reads per shared command.
+    pub fn read_batches(&self) -> Option<ReadBatches> {
+        let (batches, reads) = self.inner.store.read_batches()?;
+        Some(ReadBatches { batches, reads })
+    }
+
     /// The near cache's state, when the cache has one.
     pub fn near_state(&self) -> Option<NearState> {
         let near = self.inner.store.near()?;

@@ -27,7 +27,7 @@ pub mod __private;
 pub use cache::{Cache, CacheBuilder};
 pub use codec::{Codec, CodecKind};
 pub use error::{Error, Result};
-pub use inspect::{DeadLetter, EntryInfo, NearState};
+pub use inspect::{DeadLetter, EntryInfo, NearState, ReadBatches};
 pub use options::Options;
 pub use stats::{FunctionStats, Stats};
 pub use write::Loader;

@@ -89,7 +89,18 @@ impl Handles {
 #[derive(Debug, Default)]
 pub(crate) struct Striped([Stripe; STRIPES]);
 
-const STRIPES: usize = 8;
+/// Stripes of per-thread state (counters, open read batches).
+pub(crate) const STRIPES: usize = 8;
+
+/// This thread's stripe: threads take stripes in turn as they first ask.
+pub(crate) fn stripe() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
+    }
+    MINE.try_with(|i| *i).unwrap_or(0)
+}
 
 #[derive(Debug, Default)]
 #[repr(align(128))]
@@ -97,13 +108,7 @@ struct Stripe(AtomicU64);
 
 impl Striped {
     fn add(&self, n: u64) {
-        use std::sync::atomic::AtomicUsize;
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static MINE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES;
-        }
-        let i = MINE.try_with(|i| *i).unwrap_or(0);
-        self.0[i].0.fetch_add(n, Relaxed);
+        self.0[stripe()].0.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn sum(&self) -> u64 {

@@ -4,6 +4,7 @@
 //! critical section on the in-process store; they have the same semantics,
 //! which the conformance suite checks against both.
 
+mod batch;
 mod cluster;
 pub(crate) mod conn;
 mod glob;
@@ -149,6 +150,14 @@ impl Store {
         match self {
             Store::Redis(s) => s.wakeups_live(),
             _ => true,
+        }
+    }
+
+    /// Coalesced-read counts (batches, reads), when reads are coalesced.
+    pub(crate) fn read_batches(&self) -> Option<(u64, u64)> {
+        match self {
+            Store::Redis(s) => s.read_batches(),
+            _ => None,
         }
     }
 

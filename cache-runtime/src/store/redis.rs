@@ -16,12 +16,28 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use super::batch::{self, Coalescer, Role};
 use super::conn::{Conn, Connector};
 use super::near::{Generation, Near};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
 use crate::flight::Flights;
 use crate::resilience::{Breaker, DEFAULT_COOLDOWN, DEFAULT_THRESHOLD};
+
+/// A peek from `MGET entry tag…` values.
+fn peek_of(mut values: batch::Values) -> Result<super::Peek> {
+    if values.is_empty() {
+        return Err(Error::Store(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "empty MGET reply",
+        ))));
+    }
+    let entry = values.remove(0).map(super::Bytes::Owned);
+    Ok(super::Peek {
+        entry,
+        tags: values,
+    })
+}
 
 /// The scripts, hashed once.
 pub(super) struct Scripts {
@@ -84,6 +100,9 @@ pub(crate) struct RedisStore {
     breaker: Breaker,
     /// The near cache, when there is one.
     near: Option<Arc<Near>>,
+    /// Coalesces concurrent hit-path reads (standalone only: on a cluster,
+    /// keys of one `MGET` must share a slot).
+    coalescer: Option<Coalescer>,
     /// Dropping it stops the subscriber task (and the tracking task).
     _stop: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -105,6 +124,7 @@ impl RedisStore {
         prefix: &str,
         flights: Weak<Flights>,
         near_capacity: Option<u64>,
+        coalesce: bool,
     ) -> Result<Self> {
         // The near cache's tracking connection goes to the one server.
         let mut standalone: Option<redis::Client> = None;
@@ -168,6 +188,7 @@ impl RedisStore {
             wakeups,
             breaker: Breaker::new(DEFAULT_THRESHOLD, DEFAULT_COOLDOWN),
             near,
+            coalescer: (coalesce && !cluster).then(Coalescer::new),
             _stop: stops,
         };
         if let Err(e) = store.load_scripts().await {
@@ -292,7 +313,38 @@ impl RedisStore {
         Ok(p)
     }
 
+    /// A read of the entry and its tags' tokens; while other reads are in
+    /// flight, coalesced with those of concurrent callers (`batch.rs`).
     async fn peek_redis(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
+        let Some(coalescer) = &self.coalescer else {
+            return self.peek_own(entry, tag_keys).await;
+        };
+        match coalescer.join(entry, tag_keys) {
+            Role::Alone(_inflight) => self.peek_own(entry, tag_keys).await,
+            Role::Member(member) => match member.wait().await {
+                Some(values) => peek_of(values?),
+                // The batch's leader was dropped before it read.
+                None => self.peek_own(entry, tag_keys).await,
+            },
+            Role::Leader(mut leader) => {
+                let sealed = leader.gather().await?;
+                let read = if sealed.alone {
+                    self.peek_own(entry, tag_keys).await.map(|p| {
+                        let mut values = Vec::with_capacity(1 + p.tags.len());
+                        values.push(p.entry.map(super::Bytes::into_vec));
+                        values.extend(p.tags);
+                        values
+                    })
+                } else {
+                    self.query::<batch::Values>(&sealed.cmd).await
+                };
+                peek_of(leader.deliver(read)?)
+            }
+        }
+    }
+
+    /// The entry and its tags' tokens in one command of this call's own.
+    async fn peek_own(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
         if tag_keys.is_empty() {
             let mut cmd = redis::Cmd::with_capacity(2, entry.len() + 8);
             cmd.arg("GET").arg(entry);
@@ -308,15 +360,7 @@ impl RedisStore {
         for t in tag_keys {
             cmd.arg(t);
         }
-        let mut all: Vec<Option<Vec<u8>>> = self.query(&cmd).await?;
-        if all.is_empty() {
-            return Err(Error::Store(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "empty MGET reply",
-            ))));
-        }
-        let entry = all.remove(0).map(super::Bytes::Owned);
-        Ok(super::Peek { entry, tags: all })
+        peek_of(self.query(&cmd).await?)
     }
 
     /// Drops the near-cache copies of keys this process changes, so that it
@@ -327,6 +371,11 @@ impl RedisStore {
                 near.forget(k);
             }
         }
+    }
+
+    /// Coalesced-read counts, when reads are coalesced.
+    pub(crate) fn read_batches(&self) -> Option<(u64, u64)> {
+        self.coalescer.as_ref().map(Coalescer::counts)
     }
 
     /// The near cache, when there is one.
