@@ -1,17 +1,20 @@
 //! Hit path: `#[cached]` against hand-written redis-rs `GET` + postcard
 //! decode of the same record, and against the `cached` crate's Redis store
 //! (`#[concurrent_cached]` over `AsyncRedisCache`), on the same redis-server,
-//! in the same run; then the bytes each one stores for that record.
+//! in the same run; then the bytes each one stores for that record. A fourth
+//! side is `#[cached]` on a cache that does not coalesce reads
+//! (`coalesce_reads(false)`: one command per read), to show what coalescing
+//! adds and what the rest of the hit path costs.
 //!
 //! ```text
 //! cargo bench -p cache-benches --bench hit_path
 //! ```
 //!
-//! Rounds run the three sides in every order in turn (six orders, each used
-//! equally often) so that machine noise hits all alike; the tables show
-//! medians over rounds and ratios.
+//! Rounds run the four sides in four orders in turn (each side once in each
+//! place, and after each other side once) so that machine noise hits all
+//! alike; the tables show medians over rounds and ratios.
 //!
-//! `HIT_PATH_ONLY=ours|raw|cached` runs only one side, 2 000 calls in one
+//! `HIT_PATH_ONLY=ours|solo|raw|cached` runs only one side, 2 000 calls in one
 //! task (`HIT_PATH_CALLS=n` for another count), for profiling
 //! (`valgrind --tool=callgrind`): the difference between two counts, divided
 //! by the difference of the counts, is the client's cost of one hit.
@@ -28,6 +31,14 @@ use cache_benches::{User, user};
 
 #[cached(key = "user:{id}", ttl = 3600)]
 async fn cached_user(id: u64) -> Result<User, std::convert::Infallible> {
+    Ok(user(id))
+}
+
+/// The cache of [`solo_user`]: reads not coalesced.
+static SOLO: OnceLock<Cache> = OnceLock::new();
+
+#[cached(key = "user:{id}", ttl = 3600, cache = SOLO.get().expect("SOLO built first"))]
+async fn solo_user(id: u64) -> Result<User, std::convert::Infallible> {
     Ok(user(id))
 }
 
@@ -74,8 +85,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// A multiple of 6: every order of the three sides is used equally often.
-const ROUNDS: usize = 30;
+/// A multiple of 4: every order of the four sides is used equally often.
+const ROUNDS: usize = 32;
 const OPS: usize = 2000;
 const TASKS: usize = 64;
 const OPS_PER_TASK: usize = 1000;
@@ -84,23 +95,24 @@ const RAW_KEY: &str = "raw:user:1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
     Ours,
+    Solo,
     Raw,
     Peer,
 }
 
-const ORDERS: [[Side; 3]; 6] = {
+/// A balanced Latin square: each side once in each place, and once after
+/// each other side.
+const ORDERS: [[Side; 4]; 4] = {
     use Side::*;
     [
-        [Ours, Raw, Peer],
-        [Raw, Peer, Ours],
-        [Peer, Ours, Raw],
-        [Ours, Peer, Raw],
-        [Peer, Raw, Ours],
-        [Raw, Ours, Peer],
+        [Ours, Solo, Peer, Raw],
+        [Solo, Raw, Ours, Peer],
+        [Raw, Peer, Solo, Ours],
+        [Peer, Ours, Raw, Solo],
     ]
 };
 
-/// `HIT_PATH_ONLY=ours|raw|cached`: run only one side, once, for profiling
+/// `HIT_PATH_ONLY=ours|solo|raw|cached`: run only one side, once, for profiling
 /// (`valgrind --tool=callgrind`).
 fn only() -> Option<String> {
     std::env::var("HIT_PATH_ONLY").ok()
@@ -115,6 +127,20 @@ fn only_calls() -> usize {
 }
 
 fn main() {
+    if std::env::var(PHASE).as_deref() == Ok("latency") {
+        // One worker: the caller, the connection's task and the I/O driver
+        // share a thread, so a call never waits for another thread to wake
+        // (which on a shared VM costs 20–100 µs and switches between modes
+        // from run to run); what remains is the round trip and the client.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let [ours, solo, raw, peer] = rt.block_on(latency_phase());
+        println!("{LATENCY_LINE} {ours} {solo} {raw} {peer}");
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,29 +148,49 @@ fn main() {
     rt.block_on(run());
 }
 
-/// Medians of the three sides, in the order ours, raw, peer.
-#[derive(Default)]
-struct Samples {
-    ours: Vec<f64>,
-    raw: Vec<f64>,
-    peer: Vec<f64>,
+/// Set to `latency` in the child process that measures latency.
+const PHASE: &str = "HIT_PATH_PHASE";
+/// How the child reports its medians (µs): ours, solo, raw, peer.
+const LATENCY_LINE: &str = "hit_path latency medians:";
+
+/// Runs the latency phase in a child process (a runtime of its own, with
+/// one worker) and returns its medians.
+fn latency_in_child() -> [f64; 4] {
+    let exe = std::env::current_exe().expect("the bench's own path");
+    let out = std::process::Command::new(exe)
+        .env(PHASE, "latency")
+        .env_remove("HIT_PATH_ONLY")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("latency phase runs");
+    assert!(
+        out.status.success(),
+        "latency phase failed: {:?}",
+        out.status
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(LATENCY_LINE))
+        .unwrap_or_else(|| panic!("no latency line in {stdout}"));
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .map(|x| x.parse().expect("a median"))
+        .collect();
+    v.try_into().expect("four medians")
 }
 
-impl Samples {
-    fn push(&mut self, side: Side, value: f64) {
-        match side {
-            Side::Ours => self.ours.push(value),
-            Side::Raw => self.raw.push(value),
-            Side::Peer => self.peer.push(value),
-        }
-    }
-
-    fn medians(self) -> (f64, f64, f64) {
-        (median(self.ours), median(self.raw), median(self.peer))
-    }
+/// The four sides, set up on one fresh server.
+struct Setup {
+    /// Kept alive for the phase (dropping it stops the server).
+    _server: cache_tests::RedisServer,
+    cache: &'static Cache,
+    solo: &'static Cache,
+    conn: MultiplexedConnection,
+    loads_before: u64,
 }
 
-async fn run() {
+async fn setup() -> Setup {
     let server = cache_tests::RedisServer::start();
     PEER_URL.set(server.url()).expect("PEER_URL set once");
     let cache = Cache::builder()
@@ -155,6 +201,14 @@ async fn run() {
         .expect("cache")
         .install()
         .expect("install");
+    let solo = Cache::builder()
+        .url(server.url())
+        .prefix("solo")
+        .coalesce_reads(false)
+        .build()
+        .await
+        .expect("solo cache");
+    let solo = SOLO.get_or_init(|| solo);
     let mut conn = server.conn().await;
     let bytes = postcard::to_allocvec(&user(1)).expect("encode");
     let _: () = redis::cmd("SET")
@@ -166,36 +220,84 @@ async fn run() {
     // Warm all paths (fills the cached entries, opens the connections).
     for _ in 0..200 {
         cached_user(1).await.expect("hit");
+        solo_user(1).await.expect("hit");
         raw_user(&mut conn, RAW_KEY).await;
         peer_user(1).await.expect("hit");
     }
-    let loads_before = cache.stats().loads;
-    if let Some(side) = only() {
-        let side = match side.as_str() {
-            "ours" => Side::Ours,
-            "raw" => Side::Raw,
-            "cached" => Side::Peer,
-            other => panic!("HIT_PATH_ONLY={other}: expected ours, raw or cached"),
-        };
-        let conn = conn.clone();
-        tokio::spawn(calls(side, conn, only_calls()))
-            .await
-            .expect("calls task");
-        return;
+    let loads_before = cache.stats().loads + solo.stats().loads;
+    Setup {
+        _server: server,
+        cache,
+        solo,
+        conn,
+        loads_before,
     }
+}
 
-    // 1 task: latency per call.
+/// Every measured call was a hit.
+fn assert_all_hits(s: &Setup) {
+    assert_eq!(
+        s.cache.stats().loads + s.solo.stats().loads,
+        s.loads_before,
+        "every measured call of ours was a hit"
+    );
+    assert_eq!(
+        PEER_LOADS.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "every measured call of the peer was a hit"
+    );
+}
+
+/// 1 task: latency per call, medians over rounds.
+async fn latency_phase() -> [f64; 4] {
+    let s = setup().await;
     let mut latency = Samples::default();
     for round in 0..ROUNDS {
         for side in ORDERS[round % ORDERS.len()] {
-            let conn = conn.clone();
+            let conn = s.conn.clone();
             let v = tokio::spawn(measure_latency(side, conn))
                 .await
                 .expect("latency task");
             latency.push(side, v);
         }
     }
-    let (lat_ours, lat_raw, lat_peer) = latency.medians();
+    assert_all_hits(&s);
+    latency.medians()
+}
+
+/// Samples of the four sides, in the order of [`Side`].
+#[derive(Default)]
+struct Samples([Vec<f64>; 4]);
+
+impl Samples {
+    fn push(&mut self, side: Side, value: f64) {
+        self.0[side as usize].push(value);
+    }
+
+    /// Medians: ours, solo, raw, peer.
+    fn medians(self) -> [f64; 4] {
+        self.0.map(median)
+    }
+}
+
+async fn run() {
+    let s = setup().await;
+    if let Some(side) = only() {
+        let side = match side.as_str() {
+            "ours" => Side::Ours,
+            "solo" => Side::Solo,
+            "raw" => Side::Raw,
+            "cached" => Side::Peer,
+            other => panic!("HIT_PATH_ONLY={other}: expected ours, solo, raw or cached"),
+        };
+        let conn = s.conn.clone();
+        tokio::spawn(calls(side, conn, only_calls()))
+            .await
+            .expect("calls task");
+        return;
+    }
+    let [lat_ours, lat_solo, lat_raw, lat_peer] = latency_in_child();
+    let (cache, mut conn) = (s.cache, s.conn.clone());
 
     // 64 tasks: throughput.
     let mut throughput = Samples::default();
@@ -204,17 +306,8 @@ async fn run() {
             throughput.push(side, measure_throughput(side, &conn).await);
         }
     }
-    let (tp_ours, tp_raw, tp_peer) = throughput.medians();
-    assert_eq!(
-        cache.stats().loads,
-        loads_before,
-        "every measured call of ours was a hit"
-    );
-    assert_eq!(
-        PEER_LOADS.load(std::sync::atomic::Ordering::Relaxed),
-        1,
-        "every measured call of the peer was a hit"
-    );
+    let [tp_ours, tp_solo, tp_raw, tp_peer] = throughput.medians();
+    assert_all_hits(&s);
 
     println!(
         "hit path, {ROUNDS} rounds (every order of the sides alike), medians (redis-server {} on loopback)",
@@ -222,24 +315,36 @@ async fn run() {
     );
     println!();
     println!(
-        "| measure | #[cached] | redis-rs GET + decode | `cached` crate | ours / raw | ours / `cached` |"
+        "| measure | #[cached] | #[cached], one command per read | redis-rs GET + decode | `cached` crate | ours / raw | ours / `cached` | one command per read / raw |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| latency, 1 task ({OPS} calls/round) | {lat_ours:.1} µs | {lat_raw:.1} µs | {lat_peer:.1} µs | {:.3}× | {:.3}× |",
+        "| latency, 1 task ({OPS} calls/round) | {lat_ours:.1} µs | {lat_solo:.1} µs | {lat_raw:.1} µs | {lat_peer:.1} µs | {:.3}× | {:.3}× | {:.3}× |",
         lat_ours / lat_raw,
         lat_ours / lat_peer,
+        lat_solo / lat_raw,
     );
     println!(
-        "| throughput, {TASKS} tasks ({OPS_PER_TASK} calls each/round) | {tp_ours:.0} /s | {tp_raw:.0} /s | {tp_peer:.0} /s | {:.3}× | {:.3}× |",
+        "| throughput, {TASKS} tasks ({OPS_PER_TASK} calls each/round) | {tp_ours:.0} /s | {tp_solo:.0} /s | {tp_raw:.0} /s | {tp_peer:.0} /s | {:.3}× | {:.3}× | {:.3}× |",
         tp_ours / tp_raw,
         tp_ours / tp_peer,
+        tp_solo / tp_raw,
     );
+    if let Some(b) = cache.read_batches() {
+        println!();
+        println!(
+            "Coalesced reads of #[cached] over the run: {} MGETs served {} reads ({:.1} per MGET).",
+            b.batches,
+            b.reads,
+            b.reads as f64 / b.batches.max(1) as f64
+        );
+    }
     println!();
     println!("Latency ratios: lower is better for ours; throughput ratios: higher is better.");
     println!();
 
-    bytes_per_entry(cache, &mut conn, bytes.len()).await;
+    let postcard_len = postcard::to_allocvec(&user(1)).expect("encode").len();
+    bytes_per_entry(cache, &mut conn, postcard_len).await;
 }
 
 /// One task's calls, one after another, in µs per call. It runs as a
@@ -260,6 +365,11 @@ async fn calls(side: Side, mut conn: MultiplexedConnection, n: usize) {
                 std::hint::black_box(cached_user(1).await.expect("hit"));
             }
         }
+        Side::Solo => {
+            for _ in 0..n {
+                std::hint::black_box(solo_user(1).await.expect("hit"));
+            }
+        }
         Side::Raw => {
             for _ in 0..n {
                 std::hint::black_box(raw_user(&mut conn, RAW_KEY).await);
@@ -276,28 +386,7 @@ async fn calls(side: Side, mut conn: MultiplexedConnection, n: usize) {
 async fn measure_throughput(side: Side, conn: &MultiplexedConnection) -> f64 {
     let t = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
-        .map(|_| {
-            let mut conn = conn.clone();
-            tokio::spawn(async move {
-                match side {
-                    Side::Ours => {
-                        for _ in 0..OPS_PER_TASK {
-                            std::hint::black_box(cached_user(1).await.expect("hit"));
-                        }
-                    }
-                    Side::Raw => {
-                        for _ in 0..OPS_PER_TASK {
-                            std::hint::black_box(raw_user(&mut conn, RAW_KEY).await);
-                        }
-                    }
-                    Side::Peer => {
-                        for _ in 0..OPS_PER_TASK {
-                            std::hint::black_box(peer_user(1).await.expect("hit"));
-                        }
-                    }
-                }
-            })
-        })
+        .map(|_| tokio::spawn(calls(side, conn.clone(), OPS_PER_TASK)))
         .collect();
     for task in tasks {
         task.await.expect("task");
