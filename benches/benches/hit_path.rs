@@ -301,12 +301,19 @@ async fn run() {
 
     // 64 tasks: throughput.
     let mut throughput = Samples::default();
+    let mut p50 = Samples::default();
+    let mut p99 = Samples::default();
     for round in 0..ROUNDS {
         for side in ORDERS[round % ORDERS.len()] {
-            throughput.push(side, measure_throughput(side, &conn).await);
+            let (per_second, median, tail) = measure_throughput(side, &conn).await;
+            throughput.push(side, per_second);
+            p50.push(side, median);
+            p99.push(side, tail);
         }
     }
     let [tp_ours, tp_solo, tp_raw, tp_peer] = throughput.medians();
+    let [p50_ours, p50_solo, p50_raw, p50_peer] = p50.medians();
+    let [p99_ours, p99_solo, p99_raw, p99_peer] = p99.medians();
     assert_all_hits(&s);
 
     println!(
@@ -329,6 +336,18 @@ async fn run() {
         tp_ours / tp_raw,
         tp_ours / tp_peer,
         tp_solo / tp_raw,
+    );
+    println!(
+        "| a call's time under that load, p50 | {p50_ours:.0} µs | {p50_solo:.0} µs | {p50_raw:.0} µs | {p50_peer:.0} µs | {:.3}× | {:.3}× | {:.3}× |",
+        p50_ours / p50_raw,
+        p50_ours / p50_peer,
+        p50_solo / p50_raw,
+    );
+    println!(
+        "| a call's time under that load, p99 | {p99_ours:.0} µs | {p99_solo:.0} µs | {p99_raw:.0} µs | {p99_peer:.0} µs | {:.3}× | {:.3}× | {:.3}× |",
+        p99_ours / p99_raw,
+        p99_ours / p99_peer,
+        p99_solo / p99_raw,
     );
     if let Some(b) = cache.read_batches() {
         println!();
@@ -359,39 +378,55 @@ async fn measure_latency(side: Side, conn: MultiplexedConnection) -> f64 {
 
 /// `n` hits of one side, one after another.
 async fn calls(side: Side, mut conn: MultiplexedConnection, n: usize) {
+    for _ in 0..n {
+        one_call(side, &mut conn).await;
+    }
+}
+
+/// One hit of one side.
+async fn one_call(side: Side, conn: &mut MultiplexedConnection) {
     match side {
         Side::Ours => {
-            for _ in 0..n {
-                std::hint::black_box(cached_user(1).await.expect("hit"));
-            }
+            std::hint::black_box(cached_user(1).await.expect("hit"));
         }
         Side::Solo => {
-            for _ in 0..n {
-                std::hint::black_box(solo_user(1).await.expect("hit"));
-            }
+            std::hint::black_box(solo_user(1).await.expect("hit"));
         }
         Side::Raw => {
-            for _ in 0..n {
-                std::hint::black_box(raw_user(&mut conn, RAW_KEY).await);
-            }
+            std::hint::black_box(raw_user(conn, RAW_KEY).await);
         }
         Side::Peer => {
-            for _ in 0..n {
-                std::hint::black_box(peer_user(1).await.expect("hit"));
-            }
+            std::hint::black_box(peer_user(1).await.expect("hit"));
         }
     }
 }
 
-async fn measure_throughput(side: Side, conn: &MultiplexedConnection) -> f64 {
+/// One round of `TASKS` tasks calling at once: calls per second, and the
+/// 50th and 99th percentiles of the time a call took (µs).
+async fn measure_throughput(side: Side, conn: &MultiplexedConnection) -> (f64, f64, f64) {
     let t = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
-        .map(|_| tokio::spawn(calls(side, conn.clone(), OPS_PER_TASK)))
+        .map(|_| {
+            let mut conn = conn.clone();
+            tokio::spawn(async move {
+                let mut took = Vec::with_capacity(OPS_PER_TASK);
+                for _ in 0..OPS_PER_TASK {
+                    let t = Instant::now();
+                    one_call(side, &mut conn).await;
+                    took.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                took
+            })
+        })
         .collect();
+    let mut took = Vec::with_capacity(TASKS * OPS_PER_TASK);
     for task in tasks {
-        task.await.expect("task");
+        took.extend(task.await.expect("task"));
     }
-    (TASKS * OPS_PER_TASK) as f64 / t.elapsed().as_secs_f64()
+    let per_second = (TASKS * OPS_PER_TASK) as f64 / t.elapsed().as_secs_f64();
+    took.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
+    (per_second, at(0.50), at(0.99))
 }
 
 /// `STRLEN` and `MEMORY USAGE` of the entry each side stored for `user(1)`.

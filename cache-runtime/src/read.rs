@@ -281,11 +281,22 @@ impl Cache {
             return Ok(v);
         }
         let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
-        // Hits first, with a plain read; the lease script only on a miss.
+        // Hits first, with a plain read; the lease script only on a miss. A
+        // function whose reads lately miss asks for the lease at once (a miss
+        // in two round trips), unless copies of a near cache may answer.
+        let script_first = stats.lately_missing() && !inner.store.near().is_some_and(|n| n.live());
         let mut peeked: Option<crate::store::Bytes> = None;
-        match inner.store.peek(&entry, &tag_keys).await {
+        let peek = match script_first {
+            true => None,
+            false => inner.store.peek(&entry, &tag_keys).await,
+        };
+        match peek {
             Some(Ok(p)) => {
                 peeked = p.hit();
+                match &peeked {
+                    Some(_) => stats.found(),
+                    None => stats.not_found(),
+                }
                 // The common case, decided without building anything else.
                 if let Some(bytes) = &peeked {
                     // A near-cache copy decoded before: a clone, no decode.
@@ -364,6 +375,13 @@ impl Cache {
                 Some(bytes) => Ok(Lookup::Hit(bytes.into_vec())),
                 None => inner.store.lookup(&keys, &tag_keys, Some(&lease)).await,
             };
+            if script_first && attempt == 1 {
+                match &found {
+                    Ok(Lookup::Hit(_)) => stats.found(),
+                    Ok(_) => stats.not_found(),
+                    Err(_) => {}
+                }
+            }
             if let Ok(Lookup::Leased { tokens, corrupt }) = found {
                 if corrupt {
                     stats.corrupt_entry();

@@ -1,7 +1,7 @@
 //! In-process counters, per cache and per function.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock};
 
 /// Counters of one function, mirrored to the `metrics` facade.
@@ -22,7 +22,15 @@ pub(crate) struct Counters {
     pub(crate) fills_rejected: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) invalidation_retries: AtomicU64,
+    /// Recent reads that found no entry, less recent ones that found one,
+    /// kept within `0..=MISSES_CAP`: what the next read probably finds.
+    recent_misses: AtomicU32,
 }
+
+/// Upper bound of [`Counters::recent_misses`].
+const MISSES_CAP: u32 = 8;
+/// From this score on, a function's reads are expected to miss.
+const MISSING_FROM: u32 = 4;
 
 /// Handles into whatever `metrics` recorder was installed when the function
 /// first ran (no-ops without one).
@@ -138,6 +146,31 @@ impl Counters {
     pub(crate) fn hit(&self) {
         self.hits.add(1);
         self.m.hits.increment(1);
+    }
+
+    /// Whether this function's recent reads mostly found no entry (so the
+    /// next one had better ask for the lease in its first round trip).
+    pub(crate) fn lately_missing(&self) -> bool {
+        self.recent_misses.load(Relaxed) >= MISSING_FROM
+    }
+
+    /// A read found its entry. Only a load while reads keep hitting: the
+    /// score is written only when it changes.
+    pub(crate) fn found(&self) {
+        if self.recent_misses.load(Relaxed) > 0 {
+            let _ = self
+                .recent_misses
+                .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// A read found no entry.
+    pub(crate) fn not_found(&self) {
+        if self.recent_misses.load(Relaxed) < MISSES_CAP {
+            let _ = self
+                .recent_misses
+                .fetch_update(Relaxed, Relaxed, |n| (n < MISSES_CAP).then_some(n + 1));
+        }
     }
 
     bump!(

@@ -37,14 +37,21 @@ async fn calls(server: &cache_tests::RedisServer, name: &str) -> u64 {
 /// Reads `TASKS × READS_PER_TASK` cached keys (with one tag each) at once;
 /// returns the `GET` + `MGET` commands the server ran meanwhile.
 async fn read_concurrently(server: &cache_tests::RedisServer, cache: &Cache) -> u64 {
-    let opts = |k: usize| {
+    // Filled under a function name of their own: the reads measured below
+    // belong to a function whose reads hit (so each is a plain read first).
+    let opts = |k: usize, function: &'static str| {
         Options::new()
+            .function(function)
             .ttl(Duration::from_secs(300))
             .tags([format!("group:{}", k % 8)])
     };
     for k in 0..KEYS {
         let v: Result<usize, Infallible> = cache
-            .get_or_load(format!("k{k}"), &opts(k), || async move { Ok(k * 10) })
+            .get_or_load(
+                format!("k{k}"),
+                &opts(k, "fill"),
+                || async move { Ok(k * 10) },
+            )
             .await;
         assert_eq!(v.unwrap(), k * 10);
     }
@@ -58,7 +65,7 @@ async fn read_concurrently(server: &cache_tests::RedisServer, cache: &Cache) -> 
             for i in 0..READS_PER_TASK {
                 let k = (t * 31 + i * 7) % KEYS;
                 let v: Result<usize, Infallible> = cache
-                    .get_or_load(format!("k{k}"), &opts(k), || async move {
+                    .get_or_load(format!("k{k}"), &opts(k, "read"), || async move {
                         panic!("k{k} is cached: its loader must not run")
                     })
                     .await;
@@ -85,7 +92,7 @@ async fn concurrent_hits_share_commands() {
     let commands = read_concurrently(&server, &cache).await;
     let batches = cache.read_batches().expect("coalescing is on by default");
     eprintln!("{reads} reads: {commands} commands; {batches:?}");
-    assert_eq!(cache.stats().hits, reads);
+    assert_eq!(cache.stats().functions["read"].hits, reads);
     assert!(
         batches.batches > 0 && batches.reads >= 2 * batches.batches,
         "{batches:?}"
@@ -131,12 +138,15 @@ async fn a_failed_shared_read_runs_every_callers_loader() {
         .expect("cache");
     let opts = Options::new().ttl(Duration::from_secs(300));
     for k in 0..KEYS {
+        let fill = opts.clone().function("fill");
         let v: Result<usize, Infallible> = cache
-            .get_or_load(format!("k{k}"), &opts, || async move { Ok(k) })
+            .get_or_load(format!("k{k}"), &fill, || async move { Ok(k) })
             .await;
         assert_eq!(v.unwrap(), k);
     }
+    let opts = opts.function("read");
     let before = cache.stats();
+    let batches_before = cache.read_batches().expect("coalescing on");
     // Keep reads in flight so that later ones are batched, then pause.
     let start = Arc::new(tokio::sync::Barrier::new(TASKS + 1));
     let mut tasks = Vec::new();
@@ -166,6 +176,11 @@ async fn a_failed_shared_read_runs_every_callers_loader() {
         after.total
     );
     assert!(loaded > 0, "reads timed out and ran their loaders");
+    let batches = cache.read_batches().expect("coalescing on");
+    assert!(
+        batches.batches > batches_before.batches,
+        "shared reads failed too: {batches:?}"
+    );
     assert!(after.errors > before.errors);
     assert_eq!(
         (after.hits - before.hits) + (after.misses - before.misses),

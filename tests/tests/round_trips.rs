@@ -1,6 +1,8 @@
 //! A hit costs exactly one round trip to Redis, tags included: one plain
-//! command (`MGET entry tag…`), no script. A miss costs three: that read, the
-//! lookup-or-lease script, the fill. Counted by the server:
+//! command (`MGET entry tag…`), no script. A miss costs three in a function
+//! whose reads mostly hit: that read, the lookup-or-lease script, the fill;
+//! and two in a function whose reads lately miss, which asks for the lease
+//! in its first round trip. Counted by the server:
 //! `MONITOR` shows every command a client sends, and marks the commands a
 //! script runs as coming from `lua`, so those are told apart.
 
@@ -56,7 +58,7 @@ async fn commands_during<F: std::future::Future<Output = ()>>(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hit_is_one_round_trip_and_miss_is_two() {
+async fn hit_is_one_round_trip_and_miss_is_three_while_reads_hit() {
     let server = cache_tests::RedisServer::start();
     let cache = Cache::builder()
         .url(server.url())
@@ -165,4 +167,65 @@ async fn concurrent_misses_ask_for_the_lease_once() {
     assert_eq!(scripts, 2, "one lookup-or-lease and one fill: {seen:#?}");
     assert!(reads <= n as usize, "at most one read per caller");
     assert_eq!(cache.stats().loads, 2, "the warm-up and one load");
+}
+
+/// A function whose reads lately miss sends the lookup-or-lease script first:
+/// a miss is two round trips (lookup-or-lease, fill). Once its reads hit
+/// again, hits go back to one plain `GET`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miss_is_two_round_trips_while_reads_miss() {
+    let server = cache_tests::RedisServer::start();
+    let cache = Cache::builder()
+        .url(server.url())
+        .prefix("rt-miss")
+        .build()
+        .await
+        .unwrap();
+    let opts = Options::new()
+        .function("cold_reads")
+        .ttl(Duration::from_secs(60));
+    let load = |c: &Cache, k: String, v: u32| {
+        let (c, o) = (c.clone(), opts.clone());
+        async move {
+            let got: Result<u32, Infallible> = c.get_or_load(k, &o, || async move { Ok(v) }).await;
+            assert_eq!(got.unwrap(), v);
+        }
+    };
+    // Reads that miss, one after another.
+    let mut per_miss = Vec::new();
+    for i in 0..8 {
+        let seen = commands_during(&server, load(&cache, format!("cold:{i}"), i)).await;
+        per_miss.push(seen.len());
+    }
+    assert_eq!(per_miss[0], 3, "the first miss reads first: {per_miss:?}");
+    assert_eq!(
+        per_miss[per_miss.len() - 1],
+        2,
+        "once reads keep missing, a miss is lookup-or-lease and fill: {per_miss:?}"
+    );
+    let last = commands_during(&server, load(&cache, "cold:last".into(), 99)).await;
+    assert_eq!(last.len(), 2, "{last:#?}");
+    assert!(last.iter().all(|l| l.contains("\"EVALSHA\"")), "{last:#?}");
+
+    // Reads that hit: the first ones still go through the script (one round
+    // trip each), then hits are plain GETs again.
+    let mut per_hit = Vec::new();
+    for _ in 0..8 {
+        let seen = commands_during(&server, load(&cache, "cold:last".into(), 99)).await;
+        assert_eq!(
+            seen.len(),
+            1,
+            "a hit is one round trip either way: {seen:#?}"
+        );
+        per_hit.push(seen[0].contains("\"GET\""));
+    }
+    assert!(
+        !per_hit[0],
+        "right after misses, a hit goes through the script"
+    );
+    assert!(
+        per_hit[per_hit.len() - 1],
+        "once reads hit again, a hit is a plain GET: {per_hit:?}"
+    );
+    assert_eq!(cache.stats().loads, 9);
 }
