@@ -39,7 +39,7 @@ use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{TlsCertificates, Value};
 
-use super::conn::{Conn, Connector};
+use super::conn::{Conn, Connector, FLUSHER_RESPONSE_TIMEOUT};
 use super::redis::{RedisStore, evalsha, open_client, parse_lookup};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
@@ -51,9 +51,6 @@ const RETRIES: u32 = 16;
 /// `TRYAGAIN` (a multi-key command on a slot being migrated), in ms.
 const MIN_RETRY_WAIT_MS: u64 = 1;
 const MAX_RETRY_WAIT_MS: u64 = 50;
-/// Response timeout of the write-behind flushers' connections: longer than
-/// their longest blocking read.
-const FLUSHER_RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a pattern deletion keeps repeating its pass while slots move.
 const SETTLE_WITHIN: Duration = Duration::from_secs(5);
 

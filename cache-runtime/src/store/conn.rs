@@ -54,6 +54,11 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Response timeout of the write-behind flushers' connections: longer than
+/// their longest blocking read (`XREADGROUP BLOCK`, at most 1 s), so that an
+/// idle read is answered, not timed out (which would drop the connection).
+pub(crate) const FLUSHER_RESPONSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens connections of their own, for work that blocks a connection (the
 /// write-behind flushers' `XREADGROUP BLOCK`).
 // One per cache, used when a flusher (re)connects: its size costs nothing.
@@ -69,10 +74,14 @@ impl Connector {
     /// A new connection.
     pub(crate) async fn open(&self) -> redis::RedisResult<Conn> {
         match self {
-            Connector::Single(client) => client
-                .get_multiplexed_async_connection()
-                .await
-                .map(Conn::Own),
+            Connector::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(FLUSHER_RESPONSE_TIMEOUT));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(Conn::Own)
+            }
             Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
         }
     }
