@@ -10,7 +10,10 @@
 //! * **Coalescing**: of several writes to one key in a batch only the last
 //!   runs; the earlier ones are acknowledged with it.
 //! * **Retries** with exponential backoff; an entry that fails `max_attempts`
-//!   times moves to the dead-letter stream `<stream>:dead`.
+//!   times moves to the dead-letter stream `<stream>:dead`. Attempts are the
+//!   group's delivery count of the entry, kept by Redis: they survive the
+//!   flusher's process (a poison entry that crashes it still ends up a dead
+//!   letter).
 //! * **Crash safety**: entries are acknowledged only after their body
 //!   succeeded. A process killed mid-flush leaves them pending in the group;
 //!   the next flusher (in any process that builds a `Cache` with the same
@@ -94,7 +97,6 @@ impl Cache {
                 stream: stream_key(&self.inner.prefix, handler.name),
                 consumer: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
                 owner_token: crate::read::random_token(),
-                attempts: HashMap::new(),
                 draining: self.inner.behind.draining.clone(),
             };
             tasks.push(tokio::spawn(flusher.run()));
@@ -170,7 +172,6 @@ struct Flusher {
     stream: String,
     consumer: String,
     owner_token: String,
-    attempts: HashMap<String, u32>,
     draining: Arc<AtomicBool>,
 }
 
@@ -382,15 +383,11 @@ impl Flusher {
         for ((entry, earlier), result) in jobs.drain(..).zip(results) {
             done.extend(earlier);
             match result {
-                Ok(()) => {
-                    self.attempts.remove(&entry.id);
-                    done.push(entry.id);
-                }
+                Ok(()) => done.push(entry.id),
                 Err(msg) => {
-                    let n = self.attempts.entry(entry.id.clone()).or_insert(0);
-                    *n += 1;
                     stats.error();
-                    if *n >= MAX_ATTEMPTS {
+                    let n = self.deliveries(conn, &entry.id).await?;
+                    if n >= MAX_ATTEMPTS {
                         tracing::error!(key = %entry.key, error = %msg, "cache: write-behind entry moved to the dead-letter stream");
                         let _: String = redis::cmd("XADD")
                             .arg(format!("{}:dead", self.stream))
@@ -402,14 +399,13 @@ impl Flusher {
                             .arg("error")
                             .arg(&msg)
                             .arg("attempts")
-                            .arg(*n)
+                            .arg(n)
                             .query_async(conn)
                             .await?;
-                        self.attempts.remove(&entry.id);
                         done.push(entry.id);
                     } else {
-                        tracing::warn!(key = %entry.key, error = %msg, attempt = *n, "cache: write-behind entry failed; will retry");
-                        worst = worst.max(*n);
+                        tracing::warn!(key = %entry.key, error = %msg, attempt = n, "cache: write-behind entry failed; will retry");
+                        worst = worst.max(n);
                     }
                 }
             }
@@ -428,6 +424,26 @@ impl Flusher {
                 .await?;
         }
         Ok((worst > 0).then(|| Duration::from_millis(10u64 << worst.min(9))))
+    }
+}
+
+impl Flusher {
+    /// How many times the group has delivered the pending entry `id` (every
+    /// delivery ran, or was meant to run, the body once); at least 1.
+    async fn deliveries(&self, conn: &mut Conn, id: &str) -> redis::RedisResult<u32> {
+        let pending: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(GROUP)
+            .arg(id)
+            .arg(id)
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        Ok(pending
+            .ids
+            .first()
+            .map_or(1, |p| u32::try_from(p.times_delivered).unwrap_or(u32::MAX))
+            .max(1))
     }
 }
 

@@ -24,6 +24,9 @@ mod write;
 #[doc(hidden)]
 pub mod __private;
 
+/// Runs of a write-behind entry that fails before it moves to the dead-letter
+/// stream (counted by Redis, across processes).
+pub use behind::MAX_ATTEMPTS as WRITE_BEHIND_MAX_ATTEMPTS;
 pub use cache::{Cache, CacheBuilder};
 pub use codec::{Codec, CodecKind};
 pub use error::{Error, Result};
