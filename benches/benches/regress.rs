@@ -14,7 +14,9 @@
 //! * `memory/set`, `memory/get`: envelope encode and decode through the
 //!   public `Cache::set` / `Cache::get` on the in-process store;
 //! * `redis/cached_hit`: a `#[cached]` hit against a redis-server that the
-//!   harness starts on loopback.
+//!   harness starts on loopback;
+//! * `redis/64_concurrent_hits`: 64 `#[cached]` hits of distinct keys at once
+//!   (joined in one task), which coalescing serves with a few `MGET`s.
 //!
 //! Criterion compares each run with the previous one (or a saved baseline)
 //! and reports the change; results are kept under `target/criterion`.
@@ -136,6 +138,18 @@ fn redis(c: &mut Criterion) {
     c.bench_function("redis/cached_hit", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(users.user(black_box(1)).await.expect("hit")) });
+    });
+    assert_eq!(users.cache.stats().loads, loads, "every call was a hit");
+
+    for id in 0..64 {
+        rt.block_on(users.user(id)).expect("fill");
+    }
+    let loads = users.cache.stats().loads;
+    c.bench_function("redis/64_concurrent_hits", |b| {
+        b.to_async(&rt).iter(|| async {
+            let hits = (0..64).map(|id| users.user(black_box(id)));
+            black_box(futures_util::future::join_all(hits).await)
+        });
     });
     assert_eq!(users.cache.stats().loads, loads, "every call was a hit");
 }
