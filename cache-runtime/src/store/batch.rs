@@ -345,6 +345,27 @@ mod tests {
         t.iter().map(|s| s.to_string()).collect()
     }
 
+    fn alone<'c>(c: &'c Coalescer, key: &str) -> Inflight<'c> {
+        match c.join(key, &[]) {
+            Role::Alone(inflight) => inflight,
+            _ => panic!("{key}: expected to read alone"),
+        }
+    }
+
+    fn leader<'c>(c: &'c Coalescer, key: &str) -> Leader<'c> {
+        match c.join(key, &[]) {
+            Role::Leader(leader) => leader,
+            _ => panic!("{key}: expected to open a batch"),
+        }
+    }
+
+    fn member(c: &Coalescer, key: &str, tag_keys: &[String]) -> Member {
+        match c.join(key, tag_keys) {
+            Role::Member(member) => member,
+            _ => panic!("{key}: expected to join the open batch"),
+        }
+    }
+
     #[tokio::test]
     async fn a_lone_read_sends_its_own_command() {
         let c = Coalescer::new();
@@ -354,15 +375,9 @@ mod tests {
     #[tokio::test]
     async fn reads_while_others_are_in_flight_share_one_mget() {
         let c = Coalescer::new();
-        let Role::Alone(_busy) = c.join("x", &[]) else {
-            panic!("the first read goes alone");
-        };
-        let Role::Leader(mut leader) = c.join("a", &[]) else {
-            panic!("a read while another is in flight opens a batch");
-        };
-        let Role::Member(member) = c.join("b", &tags(&["t"])) else {
-            panic!("the next read joins it");
-        };
+        let _busy = alone(&c, "x");
+        let mut leader = leader(&c, "a");
+        let member = member(&c, "b", &tags(&["t"]));
         let sealed = leader.gather().await.expect("sealed");
         assert!(!sealed.alone);
         assert_eq!(args(&sealed.cmd), ["MGET", "a", "b", "t"]);
@@ -380,12 +395,8 @@ mod tests {
         // The freshness argument: a read joining after the batch was closed
         // (and possibly sent) would be served values read before it began.
         let c = Coalescer::new();
-        let Role::Alone(_busy) = c.join("x", &[]) else {
-            panic!("alone");
-        };
-        let Role::Leader(mut first) = c.join("a", &[]) else {
-            panic!("leader");
-        };
+        let _busy = alone(&c, "x");
+        let mut first = leader(&c, "a");
         let sealed = first.gather().await.expect("sealed");
         assert_eq!(args(&sealed.cmd), ["MGET", "a"]);
         assert!(sealed.alone);
@@ -398,15 +409,9 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_leader_abandons_its_batch() {
         let c = Coalescer::new();
-        let Role::Alone(_busy) = c.join("x", &[]) else {
-            panic!("alone");
-        };
-        let Role::Leader(leader) = c.join("a", &[]) else {
-            panic!("leader");
-        };
-        let Role::Member(member) = c.join("b", &[]) else {
-            panic!("member");
-        };
+        let _busy = alone(&c, "x");
+        let leader = leader(&c, "a");
+        let member = member(&c, "b", &[]);
         drop(leader);
         assert!(
             member.wait().await.is_none(),
@@ -421,15 +426,9 @@ mod tests {
     #[tokio::test]
     async fn a_failed_read_fails_every_member() {
         let c = Coalescer::new();
-        let Role::Alone(_busy) = c.join("x", &[]) else {
-            panic!("alone");
-        };
-        let Role::Leader(mut leader) = c.join("a", &[]) else {
-            panic!("leader");
-        };
-        let Role::Member(member) = c.join("b", &[]) else {
-            panic!("member");
-        };
+        let _busy = alone(&c, "x");
+        let mut leader = leader(&c, "a");
+        let member = member(&c, "b", &[]);
         let _sealed = leader.gather().await.expect("sealed");
         let timeout = Duration::from_millis(5);
         assert!(matches!(
@@ -445,12 +444,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_batch_sends_later_reads_alone() {
         let c = Coalescer::new();
-        let Role::Alone(_busy) = c.join("x", &[]) else {
-            panic!("alone");
-        };
-        let Role::Leader(_leader) = c.join("a", &[]) else {
-            panic!("leader");
-        };
+        let _busy = alone(&c, "x");
+        let _leader = leader(&c, "a");
         let many = tags(&["t"; MAX_KEYS - 2]);
         assert!(matches!(c.join("b", &many), Role::Member(_)));
         assert!(
@@ -463,12 +458,8 @@ mod tests {
     async fn reads_finished_leave_nothing_in_flight() {
         let c = Coalescer::new();
         {
-            let Role::Alone(_busy) = c.join("x", &[]) else {
-                panic!("alone");
-            };
-            let Role::Leader(mut leader) = c.join("a", &[]) else {
-                panic!("leader");
-            };
+            let _busy = alone(&c, "x");
+            let mut leader = leader(&c, "a");
             let sealed = leader.gather().await.expect("sealed");
             drop(sealed);
             let _ = leader.deliver(Ok(vec![None]));
