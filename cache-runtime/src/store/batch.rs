@@ -256,7 +256,22 @@ pub(crate) struct Sealed<'a> {
     pub(crate) cmd: redis::Cmd,
     /// Whether the leader is alone in it (it may send a plain `GET`).
     pub(crate) alone: bool,
+    /// Keys in `cmd`: the values its reply must hold.
+    pub(crate) keys: usize,
     _inflight: Inflight<'a>,
+}
+
+impl Sealed<'_> {
+    /// The reply, if it holds a value for every key.
+    pub(crate) fn check(&self, values: Values) -> Result<Values> {
+        if values.len() == self.keys {
+            return Ok(values);
+        }
+        Err(Error::Store(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "MGET reply of another length than its keys",
+        ))))
+    }
 }
 
 impl<'a> Leader<'a> {
@@ -283,6 +298,7 @@ impl<'a> Leader<'a> {
         }
         Ok(Sealed {
             alone: mine.keys == self.len,
+            keys: mine.keys,
             cmd: mine.cmd,
             _inflight: Inflight::new(&self.coalescer.inflight),
         })
@@ -439,6 +455,18 @@ mod tests {
             member.wait().await,
             Some(Err(Error::Timeout(d))) if d == timeout
         ));
+    }
+
+    #[tokio::test]
+    async fn a_reply_of_another_length_is_refused() {
+        let c = Coalescer::new();
+        let _busy = alone(&c, "x");
+        let mut leader = leader(&c, "a");
+        let _member = member(&c, "b", &tags(&["t"]));
+        let sealed = leader.gather().await.expect("sealed");
+        assert_eq!(sealed.keys, 3);
+        assert!(sealed.check(vec![None, None]).is_err());
+        assert!(sealed.check(vec![None, value("B"), None]).is_ok());
     }
 
     #[tokio::test]

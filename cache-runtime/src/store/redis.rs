@@ -336,7 +336,8 @@ impl RedisStore {
                         values
                     })
                 } else {
-                    self.query::<batch::Values>(&sealed.cmd).await
+                    let values = self.query::<batch::Values>(&sealed.cmd).await;
+                    values.and_then(|v| sealed.check(v))
                 };
                 peek_of(leader.deliver(read)?)
             }
