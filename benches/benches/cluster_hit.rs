@@ -17,17 +17,12 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, Options};
 
-use cache_benches::{User, user};
+use cache_benches::{User, median, user};
 
 const ROUNDS: usize = 11;
 const OPS: usize = 2000;
 const TASKS: usize = 64;
 const OPS_PER_TASK: usize = 200;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()

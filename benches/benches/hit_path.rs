@@ -27,7 +27,7 @@ use cached::AsyncRedisCache;
 use cached::macros::concurrent_cached;
 use redis::aio::MultiplexedConnection;
 
-use cache_benches::{User, user};
+use cache_benches::{User, median, server_version, user};
 
 #[cached(key = "user:{id}", ttl = 3600)]
 async fn cached_user(id: u64) -> Result<User, std::convert::Infallible> {
@@ -78,11 +78,6 @@ async fn raw_user(conn: &mut MultiplexedConnection, key: &str) -> User {
         .await
         .expect("GET");
     postcard::from_bytes(&bytes).expect("decode")
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// A multiple of 4: every order of the four sides is used equally often.
@@ -465,17 +460,4 @@ async fn bytes_per_entry(cache: &Cache, conn: &mut MultiplexedConnection, postca
     for (label, key, len, usage) in rows {
         println!("| {label} | `{key}` | {len} | {usage} |");
     }
-}
-
-async fn server_version(conn: &mut MultiplexedConnection) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(conn)
-        .await
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_string()
 }

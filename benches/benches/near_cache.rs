@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use cache_runtime::{Cache, Options, cached};
 
-use cache_benches::{User, user};
+use cache_benches::{User, median, user};
 
 const ROUNDS: usize = 15;
 const OPS: usize = 20_000;
@@ -36,11 +36,6 @@ fn unix_us() -> u128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros())
         .unwrap_or(0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// The near-cache side: a `#[cached]` function (its record is `Clone`, so a

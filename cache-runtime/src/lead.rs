@@ -11,7 +11,9 @@
 //! is given back so that one of them takes over.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use crate::__private::Cacheable;
@@ -262,22 +264,138 @@ where
     }
 
     async fn lead(self, lead: Lead<T>) -> Result<T, E> {
-        use tracing::Instrument;
-        let task = tokio::spawn(lead.run(self.0).in_current_span());
-        match task.await {
-            Ok(out) => out,
-            Err(e) => match e.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                // Only a runtime shutting down cancels the task; this caller
-                // is being dropped with it.
-                Err(_) => std::future::pending().await,
-            },
-        }
+        FinishOnDrop::new(lead.run(self.0)).await
     }
 
     fn detach(self, lead: Lead<T>) -> Result<(), Box<(Self, Lead<T>)>> {
         use tracing::Instrument;
         tokio::spawn(lead.run(self.0).in_current_span());
         Ok(())
+    }
+}
+
+/// Runs a future in its caller; if the caller is dropped before the future
+/// finished, the rest of it runs in a task of its own. A load thus costs no
+/// task of its own (no spawn, no hand-over between tasks) unless its caller
+/// goes away mid-load.
+struct FinishOnDrop<F: Future + Send + 'static>
+where
+    F::Output: Send + 'static,
+{
+    fut: Option<Pin<Box<F>>>,
+    /// Set while the future is being polled: still set when a poll panicked,
+    /// and a future that panicked is not run again.
+    polling: bool,
+}
+
+impl<F: Future + Send + 'static> FinishOnDrop<F>
+where
+    F::Output: Send + 'static,
+{
+    fn new(fut: F) -> Self {
+        FinishOnDrop {
+            fut: Some(Box::pin(fut)),
+            polling: false,
+        }
+    }
+}
+
+impl<F: Future + Send + 'static> Future for FinishOnDrop<F>
+where
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let Some(fut) = this.fut.as_mut() else {
+            // Polled after it finished: never by `.await`.
+            return Poll::Pending;
+        };
+        this.polling = true;
+        let out = fut.as_mut().poll(cx);
+        this.polling = false;
+        if out.is_ready() {
+            this.fut = None;
+        }
+        out
+    }
+}
+
+impl<F: Future + Send + 'static> Drop for FinishOnDrop<F>
+where
+    F::Output: Send + 'static,
+{
+    fn drop(&mut self) {
+        if self.polling {
+            return;
+        }
+        if let Some(fut) = self.fut.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            use tracing::Instrument;
+            rt.spawn(fut.in_current_span());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a current-thread runtime and returns the tasks alive
+    /// right after it, less those alive before.
+    fn tasks_spawned_by(f: impl FnOnce()) -> usize {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let _inside = rt.enter();
+        let before = rt.metrics().num_alive_tasks();
+        f();
+        rt.metrics().num_alive_tasks() - before
+    }
+
+    fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn a_future_dropped_mid_way_finishes_in_a_task() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let spawned = tasks_spawned_by(|| {
+            let mut f = FinishOnDrop::new(async move {
+                tokio::task::yield_now().await;
+                let _ = tx.send(());
+            });
+            assert!(poll_once(Pin::new(&mut f)).is_pending());
+            drop(f);
+        });
+        assert_eq!(spawned, 1);
+        drop(rx);
+    }
+
+    #[test]
+    fn a_finished_future_leaves_nothing_behind() {
+        let spawned = tasks_spawned_by(|| {
+            let mut f = FinishOnDrop::new(async { 7 });
+            assert_eq!(poll_once(Pin::new(&mut f)), Poll::Ready(7));
+            drop(f);
+        });
+        assert_eq!(spawned, 0);
+    }
+
+    #[test]
+    fn a_future_that_panicked_is_not_run_again() {
+        let spawned = tasks_spawned_by(|| {
+            let mut f = FinishOnDrop::new(async {
+                panic!("the loader panics");
+            });
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = poll_once(Pin::new(&mut f));
+            }));
+            assert!(polled.is_err(), "the panic reached the poller");
+            drop(f);
+        });
+        assert_eq!(spawned, 0);
     }
 }

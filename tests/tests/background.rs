@@ -1,9 +1,10 @@
-//! Loads whose body owns what it uses run in a task of their own
+//! Loads whose body owns what it uses can outlive their caller
 //! (`Cache::get_or_spawn`, and `#[cached]` on a function whose arguments are
 //! all owned): a refresh runs in the background while every caller, the one
 //! that started it included, is served the current value; and a load whose
-//! caller is dropped finishes and fills, so that its waiters get its value
-//! and nobody loads again. A body that borrows (`get_or_load`, `&self`
+//! caller is dropped finishes (in a task of its own from then on) and fills,
+//! so that its waiters get its value and nobody loads again. A load whose
+//! loader panics reaches its caller as that panic, and runs once. A body that borrows (`get_or_load`, `&self`
 //! methods) runs in its caller, and is handed over instead
 //! (`stampede::cancelled_leader_hands_over`).
 
@@ -231,7 +232,44 @@ async fn dropped_leader_load_finishes(b: Backend) {
     until_stored(&cache, "k", 42).await;
 }
 
+/// A loader that panics: the panic reaches the caller, the loader is not
+/// run again on its behalf, and the key is free for the next caller.
+async fn a_panicking_load_reaches_its_caller(b: Backend) {
+    let cache = b
+        .builder("panicking")
+        .lease_ttl(Duration::from_secs(30))
+        .build()
+        .await
+        .expect("cache");
+    let opts = Options::new().ttl(Duration::from_secs(60));
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (c, o, r) = (cache.clone(), opts.clone(), runs.clone());
+    let out = tokio::spawn(async move {
+        let v: Result<u32, Infallible> = c
+            .get_or_spawn("boom", &o, move || async move {
+                r.fetch_add(1, SeqCst);
+                panic!("the loader panics");
+            })
+            .await;
+        v
+    })
+    .await;
+    assert!(
+        out.expect_err("the caller panicked").is_panic(),
+        "the loader's panic reached its caller"
+    );
+    let v: Result<u32, Infallible> = tokio::time::timeout(
+        Duration::from_secs(10),
+        cache.get_or_spawn("boom", &opts, || async { Ok(7) }),
+    )
+    .await
+    .expect("the key is not held by the panicked load");
+    assert_eq!(v.unwrap(), 7);
+    assert_eq!(runs.load(SeqCst), 1, "the panicked loader ran once");
+}
+
 on_every_backend!(
     stale_refresh_runs_in_the_background,
     dropped_leader_load_finishes,
+    a_panicking_load_reaches_its_caller,
 );

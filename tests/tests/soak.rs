@@ -175,14 +175,16 @@ async fn soak_with_kills_and_pauses() {
     }
     let rss_end = rss_bytes();
     let stats = cache.stats();
+    let batches = cache.read_batches().expect("reads are coalesced");
     eprintln!(
-        "soak: {secs} s, {faults} faults, {} reads, rss {} -> {} KiB, {:?}",
+        "soak: {secs} s, {faults} faults, {} reads, rss {} -> {} KiB, {:?}, {batches:?}",
         reads.load(SeqCst),
         rss_start / 1024,
         rss_end / 1024,
         stats.total
     );
     assert!(faults >= 3 && reads.load(SeqCst) > 1000, "the soak ran");
+    assert!(batches.reads > 0, "reads were shared through the faults");
     assert_eq!(stale.load(SeqCst), 0, "stale reads");
     assert!(
         rss_end < rss_start + 64 * 1024 * 1024,

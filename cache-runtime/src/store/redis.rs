@@ -778,35 +778,77 @@ pub(super) fn parse_lookup(v: Value) -> Result<Lookup> {
             "unexpected reply from the lookup script",
         )))
     };
-    match v {
-        Value::BulkString(bytes) => Ok(Lookup::Hit(bytes)),
-        Value::Array(items) => {
-            let mut it = items.into_iter();
-            let tag = it.next().ok_or_else(bad)?;
-            let second = it.next().ok_or_else(bad)?;
-            let corrupt = matches!(it.next(), Some(Value::Int(1)));
-            match tag {
-                Value::Int(0) => Ok(Lookup::Miss { corrupt }),
-                Value::Int(1) => {
-                    let tokens = match second {
-                        Value::BulkString(b) => String::from_utf8(b).map_err(|_| bad())?,
-                        _ => return Err(bad()),
-                    };
-                    Ok(Lookup::Leased { tokens, corrupt })
-                }
-                Value::Int(2) => {
-                    let pttl = match second {
-                        Value::Int(n) => n,
-                        _ => return Err(bad()),
-                    };
-                    Ok(Lookup::Held {
-                        pttl_ms: pttl,
-                        corrupt,
-                    })
-                }
-                _ => Err(bad()),
-            }
+    let Value::BulkString(bytes) = v else {
+        return Err(bad());
+    };
+    if bytes.starts_with(crate::envelope::MAGIC) {
+        return Ok(Lookup::Hit(bytes));
+    }
+    let [what, corrupt, rest @ ..] = bytes.as_slice() else {
+        return Err(bad());
+    };
+    let corrupt = *corrupt == b'1';
+    match what {
+        b'0' => Ok(Lookup::Miss { corrupt }),
+        b'1' => {
+            let tokens = std::str::from_utf8(rest).map_err(|_| bad())?.to_string();
+            Ok(Lookup::Leased { tokens, corrupt })
+        }
+        b'2' => {
+            let pttl_ms = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(bad)?;
+            Ok(Lookup::Held { pttl_ms, corrupt })
         }
         _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(bytes: &[u8]) -> Result<Lookup> {
+        parse_lookup(Value::BulkString(bytes.to_vec()))
+    }
+
+    #[test]
+    fn lookup_replies_parse() {
+        assert!(
+            matches!(reply(b"RC\x01\x01\x00;rest"), Ok(Lookup::Hit(b)) if b.starts_with(b"RC"))
+        );
+        assert!(matches!(
+            reply(b"10t1,t2"),
+            Ok(Lookup::Leased { tokens, corrupt: false }) if tokens == "t1,t2"
+        ));
+        assert!(matches!(
+            reply(b"11"),
+            Ok(Lookup::Leased { tokens, corrupt: true }) if tokens.is_empty()
+        ));
+        assert!(matches!(
+            reply(b"201500"),
+            Ok(Lookup::Held {
+                pttl_ms: 1500,
+                corrupt: false
+            })
+        ));
+        assert!(matches!(
+            reply(b"20-2"),
+            Ok(Lookup::Held {
+                pttl_ms: -2,
+                corrupt: false
+            })
+        ));
+        assert!(matches!(reply(b"01"), Ok(Lookup::Miss { corrupt: true })));
+    }
+
+    #[test]
+    fn other_lookup_replies_are_errors() {
+        for bad in [&b""[..], b"1", b"9x", b"2x", b"1\xff\xfe\xfd"] {
+            assert!(reply(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_lookup(Value::Int(1)).is_err());
+        assert!(parse_lookup(Value::Array(vec![Value::Int(1)])).is_err());
     }
 }

@@ -6,11 +6,14 @@
 -- ARGV[2] lease token (random, unique per call: also the prefix of the
 --         version given to a tag that has none yet), ARGV[3] lease ttl (ms),
 -- ARGV[4] tag key ttl (ms)
--- Returns: the stored bytes on a hit;
---   {1, tokens, corrupt}  lease granted (tokens: the tags' current tokens, comma-separated)
---   {2, lease_pttl, corrupt}  someone else holds the lease (it is marked as
---                              awaited, so its fill will publish a wake-up)
---   {0, 0, corrupt}  miss, no lease asked for
+-- Returns: the stored bytes on a hit (they start with the envelope's magic,
+-- "RC\1"); otherwise one short string (cheaper to parse than an array),
+-- its first byte what happened, its second `corrupt`:
+--   "1" corrupt tokens     lease granted (tokens: the tags' current tokens,
+--                          comma-separated)
+--   "2" corrupt lease_pttl someone else holds the lease (it is marked as
+--                          awaited, so its fill will publish a wake-up)
+--   "0" corrupt            miss, no lease asked for
 -- corrupt is 1 when the stored bytes had no valid header (they were deleted).
 local ntags = #KEYS - 2
 local cur = {}
@@ -49,7 +52,7 @@ if ARGV[1] ~= '2' then
     end
   end
   if ARGV[1] ~= '1' then
-    return {0, 0, corrupt}
+    return '0' .. corrupt
   end
 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
@@ -59,10 +62,10 @@ if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
       redis.call('SET', KEYS[2 + i], cur[i], 'PX', ARGV[4])
     end
   end
-  return {1, table.concat(cur, ','), corrupt}
+  return '1' .. corrupt .. table.concat(cur, ',')
 end
 local holder = redis.call('GET', KEYS[2])
 if holder and string.sub(holder, -1) ~= '+' then
   redis.call('SET', KEYS[2], holder .. '+', 'KEEPTTL')
 end
-return {2, redis.call('PTTL', KEYS[2]), corrupt}
+return '2' .. corrupt .. redis.call('PTTL', KEYS[2])

@@ -29,14 +29,14 @@ if ARGV[1] ~= '2' then
     end
   end
   if ARGV[1] ~= '1' then
-    return {0, 0, corrupt}
+    return '0' .. corrupt
   end
 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-  return {1, ARGV[4], corrupt}
+  return '1' .. corrupt .. ARGV[4]
 end
 local holder = redis.call('GET', KEYS[2])
 if holder and string.sub(holder, -1) ~= '+' then
   redis.call('SET', KEYS[2], holder .. '+', 'KEEPTTL')
 end
-return {2, redis.call('PTTL', KEYS[2]), corrupt}
+return '2' .. corrupt .. redis.call('PTTL', KEYS[2])
