@@ -310,8 +310,8 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
         }
         _ => match &plan.owned {
             // The body becomes a function of its own, so that whether its
-            // future is `Send` can be asked (`Probe`): if it is, loads run in
-            // a task of their own.
+            // future is `Send` can be asked (`Probe`): if it is, loads can
+            // outlive their caller.
             Some(params) => {
                 let launch = quote_spanned!(ret_span=> launch);
                 let block = &func.block;

@@ -149,8 +149,8 @@ impl<T: Cacheable, E> ResultOptionKind<T, E> {
             .await
     }
 
-    /// Runs a cached call whose body owns its arguments: a load runs in a
-    /// task of its own (see [`Cache::get_or_spawn`]).
+    /// Runs a cached call whose body owns its arguments: a load can outlive
+    /// its caller (see [`Cache::get_or_spawn`]).
     pub async fn spawn<F>(
         self,
         cache: &Cache,
@@ -190,8 +190,8 @@ impl<T: Cacheable, E> ResultKind<T, E> {
             .await
     }
 
-    /// Runs a cached call whose body owns its arguments: a load runs in a
-    /// task of its own (see [`Cache::get_or_spawn`]).
+    /// Runs a cached call whose body owns its arguments: a load can outlive
+    /// its caller (see [`Cache::get_or_spawn`]).
     pub async fn spawn<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<T, E>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -221,7 +221,7 @@ impl<F> Probe<F> {
     }
 }
 
-/// Selected when the body can run in a task of its own.
+/// Selected when the body can outlive its caller.
 pub trait InTask<F> {
     /// Runs the cached call.
     fn launch<K: Spawn<F>>(
@@ -292,7 +292,7 @@ pub trait Run<F> {
     ) -> impl Future<Output = Self::Out>;
 }
 
-/// A cached call of one kind whose loads run in a task of their own.
+/// A cached call of one kind whose loads can outlive their caller.
 pub trait Spawn<F>: Run<F> {
     /// Runs the call.
     fn spawn(
@@ -433,8 +433,8 @@ impl<T: Cacheable> OptionKind<T> {
         infallible(cache.load_inner(&key, &opts, Option::is_none, body).await)
     }
 
-    /// Runs a cached call whose body owns its arguments: a load runs in a
-    /// task of its own (see [`Cache::get_or_spawn`]).
+    /// Runs a cached call whose body owns its arguments: a load can outlive
+    /// its caller (see [`Cache::get_or_spawn`]).
     pub async fn spawn<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Option<T>
     where
         F: Future<Output = Option<T>> + Send + 'static,
@@ -465,8 +465,8 @@ impl<T: Cacheable> PlainKind<T> {
         infallible(cache.load_inner(&key, &opts, never_none, body).await)
     }
 
-    /// Runs a cached call whose body owns its arguments: a load runs in a
-    /// task of its own (see [`Cache::get_or_spawn`]).
+    /// Runs a cached call whose body owns its arguments: a load can outlive
+    /// its caller (see [`Cache::get_or_spawn`]).
     pub async fn spawn<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> T
     where
         F: Future<Output = T> + Send + 'static,

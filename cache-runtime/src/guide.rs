@@ -17,13 +17,17 @@
 //! ## Where a load runs
 //!
 //! A function whose arguments are all owned (no `self`, no references, no
-//! generics, no `Self` in its body) and whose future is `Send` loads in a
-//! task of its own, like [`Cache::get_or_spawn`](crate::Cache::get_or_spawn):
+//! generics, no `Self` in its body) and whose future is `Send` has loads that
+//! can outlive their caller, like
+//! [`Cache::get_or_spawn`](crate::Cache::get_or_spawn). A load runs in its
+//! caller (no task is spawned for it), and:
 //!
-//! * a refresh (`stale`, `early_refresh`) runs in the background, and the
-//!   caller that starts it is served the current value like everyone else;
+//! * a refresh (`stale`, `early_refresh`) runs in the background, in a task
+//!   of its own, and the caller that starts it is served the current value
+//!   like everyone else;
 //! * a caller dropped mid-load (a client that hung up) does not abort the
-//!   load: it fills, and the callers waiting on it get its value.
+//!   load: the rest of it runs in a task of its own, it fills, and the
+//!   callers waiting on it get its value.
 //!
 //! Any other function (a `&self` method, borrowed arguments, a body that is
 //! not `Send`) loads in its caller, like

@@ -2,11 +2,12 @@
 //! compare-and-set on its lease, and tells the callers of this process that
 //! wait on its flight how it landed.
 //!
-//! A body whose future is `Send + 'static` (see [`Detached`]) runs in a task
-//! of its own: a caller that is dropped mid-load does not abort it (the load
-//! finishes and fills, and everyone waiting gets its value), and a refresh of
-//! a stale or early-refreshed entry runs in the background while its caller
-//! is served the current value. Any other body ([`Inline`]) runs in its
+//! A body whose future is `Send + 'static` (see [`Detached`]) can outlive its
+//! caller. It runs in its caller, but a caller that is dropped mid-load does
+//! not abort it: the rest of the load runs in a task of its own, finishes and
+//! fills, and everyone waiting gets its value. A refresh of a stale or
+//! early-refreshed entry runs in the background (a task of its own) while its
+//! caller is served the current value. Any other body ([`Inline`]) runs in its
 //! caller; if that caller is dropped, waiters are told at once and the lease
 //! is given back so that one of them takes over.
 
@@ -82,7 +83,7 @@ impl Drop for FlightGuard {
 }
 
 /// Everything a lease holder needs to load and fill, owned, so that the load
-/// can run in a task of its own.
+/// can outlive its caller.
 pub(crate) struct Lead<T> {
     pub(crate) guard: FlightGuard,
     pub(crate) tag_keys: Vec<String>,
@@ -211,8 +212,8 @@ impl Cache {
     }
 }
 
-/// A loader as the read path sees it: a future, and whether it may run in a
-/// task of its own.
+/// A loader as the read path sees it: a future, and whether it may outlive
+/// its caller.
 pub(crate) trait Body<T, E>: Sized {
     /// The loader's future.
     type Fut: Future<Output = Result<T, E>>;
@@ -220,8 +221,9 @@ pub(crate) trait Body<T, E>: Sized {
     /// The loader, to run in the caller.
     fn inline(self) -> Self::Fut;
 
-    /// Loads and fills under `lead`: in a task of its own when the body
-    /// allows it, so that dropping the caller does not abort the load.
+    /// Loads and fills under `lead`, in the caller; when the body allows it,
+    /// dropping the caller does not abort the load (it goes on in a task of
+    /// its own).
     fn lead(self, lead: Lead<T>) -> impl Future<Output = Result<T, E>>;
 
     /// Starts the load in the background; gives everything back when the

@@ -143,10 +143,12 @@ impl Cache {
     }
 
     /// [`get_or_load`](Cache::get_or_load) for a loader that owns what it
-    /// uses (`Send + 'static`): the load runs in a task of its own.
+    /// uses (`Send + 'static`), so that the load can outlive this caller. It
+    /// runs in this caller, and:
     ///
-    /// * If this caller is dropped mid-load, the load still finishes and
-    ///   fills, and the callers waiting on it get its value.
+    /// * If this caller is dropped mid-load, the rest of the load runs in a
+    ///   task of its own: it finishes and fills, and the callers waiting on
+    ///   it get its value.
     /// * With `stale` or `early_refresh`, the refresh runs in the background:
     ///   the caller that starts it is served the current value at once, like
     ///   everyone else.

@@ -130,8 +130,8 @@ where
         w.finish()
     }
 
-    /// The value of `k`, from the cache or loaded. A load runs in a task of
-    /// its own ([`Cache::get_or_spawn`]): it finishes even if this caller is
+    /// The value of `k`, from the cache or loaded. A load can outlive this
+    /// caller ([`Cache::get_or_spawn`]): it finishes even if this caller is
     /// dropped, and refreshes (`stale`, `early_refresh`) run in the background.
     pub async fn get(&self, k: K) -> Result<V, E> {
         let key = self.key(&k);

@@ -124,7 +124,7 @@ fn early_random() -> f64 {
     f64::from_bits(EARLY_RANDOM.load(SeqCst))
 }
 
-/// Owned arguments: the macro runs its loads in a task of their own.
+/// Owned arguments: the macro's loads can outlive their caller.
 #[cached(
     cache = EARLY.get().expect("cache built"),
     key = "early:{id}",

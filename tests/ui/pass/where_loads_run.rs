@@ -1,5 +1,5 @@
-//! Where a load runs: in a task of its own when the body owns its arguments
-//! and its future is `Send`, otherwise in the caller. Every shape compiles,
+//! Where a load runs: in a way that can outlive its caller when the body owns
+//! its arguments and its future is `Send`, otherwise only in the caller. Every shape compiles,
 //! and the functions stay `Send` wherever their bodies are.
 #![deny(warnings)]
 #![deny(clippy::all)]
@@ -12,7 +12,7 @@ fn assert_send<T: Send>(t: T) -> T {
     t
 }
 
-/// Owned arguments, `Send` body: loads in a task of its own.
+/// Owned arguments, `Send` body: loads can outlive the caller.
 #[cached(key = "owned:{id}", ttl = 60, stale = "10m")]
 async fn owned(id: u64, name: String) -> Result<String, String> {
     tokio::task::yield_now().await;
@@ -61,7 +61,7 @@ impl Repo {
         Self::base() + id
     }
 
-    /// One that does not: loads in a task of its own.
+    /// One that does not: loads can outlive the caller.
     #[cached(key = "assoc-owned:{id}", ttl = 60)]
     async fn assoc_owned(id: u64) -> u64 {
         Repo::base() + id
