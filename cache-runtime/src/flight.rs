@@ -21,9 +21,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// Outcome of a flight, as seen by the callers waiting on it.
 #[derive(Clone, Debug)]
@@ -38,7 +38,11 @@ pub(crate) enum Landing {
 
 /// One flight: its landing, and whether callers may still join it.
 pub(crate) struct Slot {
-    tx: watch::Sender<Landing>,
+    landing: Mutex<Landing>,
+    /// Notified when `landing` changes.
+    landed: Notify,
+    /// Callers waiting on this flight (live [`Waiter`]s).
+    waiters: AtomicUsize,
     /// A caller of this process is asking for the lease or loading under it,
     /// and has not sent its fill: callers that find the slot before reading
     /// the store may wait on it.
@@ -50,7 +54,9 @@ pub(crate) struct Slot {
 impl Slot {
     fn new(joinable: bool) -> Arc<Slot> {
         Arc::new(Slot {
-            tx: watch::Sender::new(Landing::Running),
+            landing: Mutex::new(Landing::Running),
+            landed: Notify::new(),
+            waiters: AtomicUsize::new(0),
             joinable: AtomicBool::new(joinable),
             filling: AtomicBool::new(false),
         })
@@ -58,7 +64,20 @@ impl Slot {
 
     /// Whether anyone besides the holder waits on this flight.
     pub(crate) fn has_waiters(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.waiters.load(Ordering::SeqCst) > 0
+    }
+
+    /// Sets the landing and wakes every waiter.
+    fn set(&self, how: Landing) {
+        *self.landing.lock().unwrap_or_else(PoisonError::into_inner) = how;
+        self.landed.notify_waiters();
+    }
+
+    fn landing(&self) -> Landing {
+        self.landing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -90,12 +109,11 @@ impl Flights {
     }
 
     fn waiter(&self, key: &str, slot: SlotRef) -> Waiter<'_> {
-        let rx = slot.tx.subscribe();
+        slot.waiters.fetch_add(1, Ordering::SeqCst);
         Waiter {
             flights: self,
             key: key.to_string(),
             slot,
-            rx,
         }
     }
 
@@ -188,7 +206,7 @@ impl Flights {
                 map.remove(key);
             }
         }
-        slot.tx.send_replace(how);
+        slot.set(how);
     }
 
     /// Another process filled `key`: its waiters here look again.
@@ -204,7 +222,7 @@ impl Flights {
         let slots: Vec<(String, SlotRef)> = self.lock().drain().collect();
         for (_, slot) in slots {
             self.close(&slot);
-            slot.tx.send_replace(Landing::Retry);
+            slot.set(Landing::Retry);
         }
     }
 
@@ -220,30 +238,38 @@ pub(crate) struct Waiter<'a> {
     flights: &'a Flights,
     key: String,
     slot: SlotRef,
-    rx: watch::Receiver<Landing>,
 }
 
 impl Waiter<'_> {
     /// Waits until the flight lands or `limit` passes; the stored bytes if the
     /// holder stored some.
     pub(crate) async fn landed(&mut self, limit: std::time::Duration) -> Option<Arc<Vec<u8>>> {
-        let wait = self.rx.wait_for(|l| !matches!(l, Landing::Running));
-        match tokio::time::timeout(limit, wait).await {
-            Ok(Ok(l)) => match &*l {
-                Landing::Stored(b) => Some(b.clone()),
-                _ => None,
-            },
-            _ => None,
-        }
+        let slot = &self.slot;
+        let wait = async {
+            loop {
+                // Registered before the landing is read: a landing set in
+                // between still wakes this waiter.
+                let notified = slot.landed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                match slot.landing() {
+                    Landing::Running => notified.await,
+                    Landing::Stored(b) => return Some(b),
+                    Landing::Retry => return None,
+                }
+            }
+        };
+        tokio::time::timeout(limit, wait).await.unwrap_or(None)
     }
 }
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
+        let others = self.slot.waiters.fetch_sub(1, Ordering::SeqCst) - 1;
         let mut map = self.flights.lock();
         // Two references: the map's and ours. No holder, no other waiter.
         if Arc::strong_count(&self.slot) <= 2
-            && self.slot.tx.receiver_count() <= 1
+            && others == 0
             && map
                 .get(&self.key)
                 .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
@@ -291,7 +317,7 @@ mod tests {
         let mut w = f.wait_on("k");
         f.wake("k");
         assert_eq!(w.landed(Duration::from_secs(1)).await, None);
-        assert!(matches!(*w.rx.borrow(), Landing::Retry));
+        assert!(matches!(w.slot.landing(), Landing::Retry));
     }
 
     #[tokio::test]
