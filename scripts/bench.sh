@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install-redis.sh >/dev/null
 echo "machine: $(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p'), $(redis-server --version | cut -d' ' -f3)"
-for bench in hit_path regress near_cache cluster_hit stampede limits write_behind; do
+for bench in hit_path miss_path regress near_cache cluster_hit stampede limits write_behind; do
     echo
     echo "## $bench"
     echo
