@@ -20,14 +20,14 @@
 //! by the difference of the counts, is the client's cost of one hit.
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use cache_runtime::{Cache, Options, cached};
 use cached::AsyncRedisCache;
 use cached::macros::concurrent_cached;
 use redis::aio::MultiplexedConnection;
 
-use cache_benches::{User, median, server_version, user};
+use cache_benches::{User, installed_cache, median, server_version, user};
 
 #[cached(key = "user:{id}", ttl = 3600)]
 async fn cached_user(id: u64) -> Result<User, std::convert::Infallible> {
@@ -55,12 +55,7 @@ const PEER_PREFIX: &str = "peer-user";
     map_error = |e| format!("{e:?}"),
     ty = "AsyncRedisCache<u64, User>",
     create = r##"{
-        AsyncRedisCache::builder(PEER_PREFIX)
-            .ttl(Duration::from_secs(3600))
-            .connection_string(PEER_URL.get().expect("PEER_URL set before the first call"))
-            .build()
-            .await
-            .expect("AsyncRedisCache")
+        cache_benches::peer_store(PEER_PREFIX, PEER_URL.get().expect("PEER_URL set before the first call")).await
     }"##
 )]
 async fn peer_user(id: u64) -> Result<User, String> {
@@ -188,14 +183,7 @@ struct Setup {
 async fn setup() -> Setup {
     let server = cache_tests::RedisServer::start();
     PEER_URL.set(server.url()).expect("PEER_URL set once");
-    let cache = Cache::builder()
-        .url(server.url())
-        .prefix("bench")
-        .build()
-        .await
-        .expect("cache")
-        .install()
-        .expect("install");
+    let cache = installed_cache(server.url(), "bench").await;
     let solo = Cache::builder()
         .url(server.url())
         .prefix("solo")

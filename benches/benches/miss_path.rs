@@ -24,14 +24,14 @@
 use std::convert::Infallible;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use cache_runtime::{Cache, cached};
+use cache_runtime::cached;
 use cached::AsyncRedisCache;
 use cached::macros::concurrent_cached;
 use redis::aio::MultiplexedConnection;
 
-use cache_benches::{User, median, server_version, user};
+use cache_benches::{User, installed_cache, median, server_version, user};
 
 /// Ids never read before, per side.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -51,12 +51,7 @@ static PEER_URL: OnceLock<String> = OnceLock::new();
     map_error = |e| format!("{e:?}"),
     ty = "AsyncRedisCache<u64, User>",
     create = r##"{
-        AsyncRedisCache::builder("peer-miss")
-            .ttl(Duration::from_secs(3600))
-            .connection_string(PEER_URL.get().expect("PEER_URL set before the first call"))
-            .build()
-            .await
-            .expect("AsyncRedisCache")
+        cache_benches::peer_store("peer-miss", PEER_URL.get().expect("PEER_URL set before the first call")).await
     }"##
 )]
 async fn peer_miss(id: u64) -> Result<User, String> {
@@ -132,49 +127,6 @@ async fn measure(side: Side, conn: &MultiplexedConnection, n: usize) -> f64 {
     t.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
-/// The commands clients sent while `n` misses of `side` ran (`MONITOR`,
-/// without the commands scripts ran), as `MONITOR` prints them.
-async fn commands_sent(
-    server: &cache_tests::RedisServer,
-    side: Side,
-    conn: &mut MultiplexedConnection,
-    n: usize,
-) -> Vec<String> {
-    use futures_util::StreamExt;
-    let monitor = server.client().get_async_monitor().await.expect("MONITOR");
-    let mut lines = monitor.into_on_message::<String>();
-    let mut probe = server.conn().await;
-    let mark = |m: &'static str| redis::cmd("ECHO").arg(m).to_owned();
-    let _: String = mark("window-start")
-        .query_async(&mut probe)
-        .await
-        .expect("ECHO");
-    let next = async |lines: &mut (dyn futures_util::Stream<Item = String> + Unpin)| {
-        tokio::time::timeout(Duration::from_secs(5), lines.next())
-            .await
-            .expect("MONITOR line")
-            .expect("MONITOR open")
-    };
-    while !next(&mut lines).await.contains("window-start") {}
-    for _ in 0..n {
-        one_miss(side, conn).await;
-    }
-    let _: String = mark("window-end")
-        .query_async(&mut probe)
-        .await
-        .expect("ECHO");
-    let mut seen = Vec::new();
-    loop {
-        let line = next(&mut lines).await;
-        if line.contains("window-end") {
-            return seen;
-        }
-        if !line.contains("[0 lua]") {
-            seen.push(line);
-        }
-    }
-}
-
 fn main() {
     // One worker: see `hit_path`'s latency phase.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -188,14 +140,7 @@ fn main() {
 async fn run() {
     let server = cache_tests::RedisServer::start();
     PEER_URL.set(server.url()).expect("PEER_URL set once");
-    let cache = Cache::builder()
-        .url(server.url())
-        .prefix("bench")
-        .build()
-        .await
-        .expect("cache")
-        .install()
-        .expect("install");
+    let cache = installed_cache(server.url(), "bench").await;
     let mut conn = server.conn().await;
     // Warm every path (connections, scripts, and ours' sense that this
     // function's reads miss).
@@ -234,7 +179,13 @@ async fn run() {
     const SAMPLE: usize = 20;
     let mut sent = Vec::new();
     for side in [Side::Ours, Side::Raw, Side::Peer] {
-        sent.push(commands_sent(&server, side, &mut conn, SAMPLE).await);
+        let c = &mut conn;
+        let misses = async move {
+            for _ in 0..SAMPLE {
+                one_miss(side, c).await;
+            }
+        };
+        sent.push(server.client_commands_during(misses).await);
     }
     println!(
         "miss path, {ROUNDS} rounds (sides rotated), medians (redis-server {} on loopback)",

@@ -48,3 +48,28 @@ pub async fn server_version(conn: &mut redis::aio::MultiplexedConnection) -> Str
         .trim()
         .to_string()
 }
+
+/// A cache on the server at `url` under `prefix`, installed as the process's
+/// global cache (the one `#[cached]` uses without `cache = ..`).
+pub async fn installed_cache(url: String, prefix: &str) -> &'static cache_runtime::Cache {
+    cache_runtime::Cache::builder()
+        .url(url)
+        .prefix(prefix)
+        .build()
+        .await
+        .expect("cache")
+        .install()
+        .expect("install")
+}
+
+/// The `cached` crate's Redis store of `User`s under `prefix` at `url`: what
+/// its `redis = true, ttl_secs = 3600` builds (no refresh on hit), with the
+/// URL given instead of read from `CACHED_REDIS_CONNECTION_STRING`.
+pub async fn peer_store(prefix: &str, url: &str) -> cached::AsyncRedisCache<u64, User> {
+    cached::AsyncRedisCache::builder(prefix)
+        .ttl(std::time::Duration::from_secs(3600))
+        .connection_string(url)
+        .build()
+        .await
+        .expect("AsyncRedisCache")
+}

@@ -256,6 +256,51 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("CLIENT PAUSE {ms} ALL on {}: {e}", self.url()));
     }
 
+    /// The commands clients sent while `f` ran, as `MONITOR` prints them,
+    /// without those that scripts ran (`[0 lua]`) and without the two `ECHO`
+    /// markers that delimit the window.
+    ///
+    /// # Panics
+    ///
+    /// When `MONITOR` cannot be opened, or stays silent for 5 s.
+    pub async fn client_commands_during<F: std::future::Future<Output = ()>>(
+        &self,
+        f: F,
+    ) -> Vec<String> {
+        use futures_util::StreamExt;
+        let monitor = self.client().get_async_monitor().await.expect("MONITOR");
+        let mut lines = monitor.into_on_message::<String>();
+        let mut probe = self.conn().await;
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(5), lines.next())
+                .await
+                .expect("a MONITOR line within 5 s")
+                .expect("MONITOR open")
+        };
+        let _: String = redis::cmd("ECHO")
+            .arg("window-start")
+            .query_async(&mut probe)
+            .await
+            .expect("ECHO");
+        while !next().await.contains("window-start") {}
+        f.await;
+        let _: String = redis::cmd("ECHO")
+            .arg("window-end")
+            .query_async(&mut probe)
+            .await
+            .expect("ECHO");
+        let mut seen = Vec::new();
+        loop {
+            let line = next().await;
+            if line.contains("window-end") {
+                return seen;
+            }
+            if !line.contains("[0 lua]") {
+                seen.push(line);
+            }
+        }
+    }
+
     /// Makes the whole server sleep for `secs` seconds (`DEBUG SLEEP secs`),
     /// simulating a server that hangs: connections stay open, and every
     /// command from any client waits until the sleep ends.

@@ -10,52 +10,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use cache_runtime::{Cache, Options};
-use futures_util::StreamExt;
-
-/// Client commands (not script-internal ones) seen by MONITOR while `f` ran,
-/// excluding the marker commands that delimit the window.
-async fn commands_during<F: std::future::Future<Output = ()>>(
-    server: &cache_tests::RedisServer,
-    f: F,
-) -> Vec<String> {
-    let monitor = server.client().get_async_monitor().await.expect("MONITOR");
-    let mut probe = server.conn().await;
-    let mut lines = monitor.into_on_message::<String>();
-    let _: String = redis::cmd("ECHO")
-        .arg("window-start")
-        .query_async(&mut probe)
-        .await
-        .unwrap();
-    // Skip until the start marker is seen.
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(5), lines.next())
-            .await
-            .unwrap()
-            .unwrap();
-        if line.contains("window-start") {
-            break;
-        }
-    }
-    f.await;
-    let _: String = redis::cmd("ECHO")
-        .arg("window-end")
-        .query_async(&mut probe)
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    loop {
-        let line = tokio::time::timeout(Duration::from_secs(5), lines.next())
-            .await
-            .unwrap()
-            .unwrap();
-        if line.contains("window-end") {
-            return seen;
-        }
-        if !line.contains("[0 lua]") {
-            seen.push(line);
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hit_is_one_round_trip_and_miss_is_three_while_reads_hit() {
@@ -73,11 +27,12 @@ async fn hit_is_one_round_trip_and_miss_is_three_while_reads_hit() {
     let _: Result<u32, Infallible> = cache.get_or_load("warm", &opts, || async { Ok(0) }).await;
 
     let (c, o) = (&cache, &opts);
-    let miss = commands_during(&server, async {
-        let v: Result<u32, Infallible> = c.get_or_load("user:1", o, || async { Ok(1) }).await;
-        assert_eq!(v.unwrap(), 1);
-    })
-    .await;
+    let miss = server
+        .client_commands_during(async {
+            let v: Result<u32, Infallible> = c.get_or_load("user:1", o, || async { Ok(1) }).await;
+            assert_eq!(v.unwrap(), 1);
+        })
+        .await;
     assert_eq!(
         miss.len(),
         3,
@@ -89,13 +44,14 @@ async fn hit_is_one_round_trip_and_miss_is_three_while_reads_hit() {
         "{miss:#?}"
     );
 
-    let hit = commands_during(&server, async {
-        let v: Result<u32, Infallible> = c
-            .get_or_load("user:1", o, || async { unreachable!() })
-            .await;
-        assert_eq!(v.unwrap(), 1);
-    })
-    .await;
+    let hit = server
+        .client_commands_during(async {
+            let v: Result<u32, Infallible> = c
+                .get_or_load("user:1", o, || async { unreachable!() })
+                .await;
+            assert_eq!(v.unwrap(), 1);
+        })
+        .await;
     assert_eq!(hit.len(), 1, "a hit with two tags is one command: {hit:#?}");
     assert!(hit[0].contains("\"MGET\""), "{hit:#?}");
 
@@ -103,13 +59,14 @@ async fn hit_is_one_round_trip_and_miss_is_three_while_reads_hit() {
     let _: Result<u32, Infallible> = cache
         .get_or_load("plain", &untagged, || async { Ok(2) })
         .await;
-    let hit = commands_during(&server, async {
-        let v: Result<u32, Infallible> = c
-            .get_or_load("plain", &untagged, || async { unreachable!() })
-            .await;
-        assert_eq!(v.unwrap(), 2);
-    })
-    .await;
+    let hit = server
+        .client_commands_during(async {
+            let v: Result<u32, Infallible> = c
+                .get_or_load("plain", &untagged, || async { unreachable!() })
+                .await;
+            assert_eq!(v.unwrap(), 2);
+        })
+        .await;
     assert_eq!(hit.len(), 1, "{hit:#?}");
     assert!(
         hit[0].contains("\"GET\""),
@@ -134,34 +91,35 @@ async fn concurrent_misses_ask_for_the_lease_once() {
     let _: Result<u32, Infallible> = cache.get_or_load("warm", &opts, || async { Ok(0) }).await;
     let gate = std::sync::Arc::new(tokio::sync::Notify::new());
     let n = 100;
-    let seen = commands_during(&server, async {
-        let mut callers = Vec::new();
-        for _ in 0..n {
-            let (cache, opts, gate) = (cache.clone(), opts.clone(), gate.clone());
-            callers.push(tokio::spawn(async move {
-                let v: Result<u32, Infallible> = cache
-                    .get_or_load("cold", &opts, || async move {
-                        gate.notified().await;
-                        Ok(7)
-                    })
-                    .await;
-                v.unwrap()
-            }));
-        }
-        // Everyone but the holder waits before the loader may finish.
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while cache.stats().lock_waits < n - 1 {
-                tokio::task::yield_now().await;
+    let seen = server
+        .client_commands_during(async {
+            let mut callers = Vec::new();
+            for _ in 0..n {
+                let (cache, opts, gate) = (cache.clone(), opts.clone(), gate.clone());
+                callers.push(tokio::spawn(async move {
+                    let v: Result<u32, Infallible> = cache
+                        .get_or_load("cold", &opts, || async move {
+                            gate.notified().await;
+                            Ok(7)
+                        })
+                        .await;
+                    v.unwrap()
+                }));
+            }
+            // Everyone but the holder waits before the loader may finish.
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while cache.stats().lock_waits < n - 1 {
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await
+            .expect("callers joined the flight");
+            gate.notify_one();
+            for c in callers {
+                assert_eq!(c.await.unwrap(), 7);
             }
         })
-        .await
-        .expect("callers joined the flight");
-        gate.notify_one();
-        for c in callers {
-            assert_eq!(c.await.unwrap(), 7);
-        }
-    })
-    .await;
+        .await;
     let scripts = seen.iter().filter(|l| l.contains("\"EVALSHA\"")).count();
     let reads = seen.iter().filter(|l| l.contains("\"GET\"")).count();
     assert_eq!(scripts, 2, "one lookup-or-lease and one fill: {seen:#?}");
@@ -194,7 +152,9 @@ async fn miss_is_two_round_trips_while_reads_miss() {
     // Reads that miss, one after another.
     let mut per_miss = Vec::new();
     for i in 0..8 {
-        let seen = commands_during(&server, load(&cache, format!("cold:{i}"), i)).await;
+        let seen = server
+            .client_commands_during(load(&cache, format!("cold:{i}"), i))
+            .await;
         per_miss.push(seen.len());
     }
     assert_eq!(per_miss[0], 3, "the first miss reads first: {per_miss:?}");
@@ -203,7 +163,9 @@ async fn miss_is_two_round_trips_while_reads_miss() {
         2,
         "once reads keep missing, a miss is lookup-or-lease and fill: {per_miss:?}"
     );
-    let last = commands_during(&server, load(&cache, "cold:last".into(), 99)).await;
+    let last = server
+        .client_commands_during(load(&cache, "cold:last".into(), 99))
+        .await;
     assert_eq!(last.len(), 2, "{last:#?}");
     assert!(last.iter().all(|l| l.contains("\"EVALSHA\"")), "{last:#?}");
 
@@ -211,7 +173,9 @@ async fn miss_is_two_round_trips_while_reads_miss() {
     // trip each), then hits are plain GETs again.
     let mut per_hit = Vec::new();
     for _ in 0..8 {
-        let seen = commands_during(&server, load(&cache, "cold:last".into(), 99)).await;
+        let seen = server
+            .client_commands_during(load(&cache, "cold:last".into(), 99))
+            .await;
         assert_eq!(
             seen.len(),
             1,
