@@ -57,6 +57,23 @@ impl UnderTest for Ours {
     }
 }
 
+/// Ours, invalidating by pattern (`SCAN` + `UNLINK`) instead of by key: a
+/// pattern deletion must also stop loads from before it from storing their
+/// values after it returns.
+struct OursByPattern(Cache);
+
+impl UnderTest for OursByPattern {
+    async fn read(&self, key: usize, load: impl Future<Output = u64> + Send) -> u64 {
+        Ours(self.0.clone()).read(key, load).await
+    }
+    async fn invalidate(&self, key: usize) {
+        self.0
+            .invalidate_pattern(format!("k{key}"))
+            .await
+            .expect("invalidate_pattern");
+    }
+}
+
 /// The seeds' cache-aside: GET, else load and SETEX; invalidate with DEL.
 struct Naive {
     conn: redis::aio::MultiplexedConnection,
@@ -229,6 +246,32 @@ async fn fresh(cache: &Cache) -> Report {
 
 async fn ours(b: Backend) {
     fresh(&b.cache("race_harness").await).await;
+}
+
+async fn by_pattern(b: Backend) {
+    let cache = b.cache("race_pattern").await;
+    let report = run(Arc::new(OursByPattern(cache))).await;
+    assert!(
+        report.reads > 100 && report.writes > 20,
+        "the harness ran: {report:?}"
+    );
+    assert_eq!(report.stale_reads, 0, "{report:?}");
+    assert_eq!(report.stale_entries_after, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_reads_with_pattern_invalidation_on_memory() {
+    by_pattern(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_reads_with_pattern_invalidation_on_redis() {
+    by_pattern(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_stale_reads_with_pattern_invalidation_on_cluster() {
+    by_pattern(Backend::Cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,10 +15,11 @@
 //! * **Tag invalidation** sets each tag's new token with its own command.
 //! * **Patterns**: `SCAN` runs on every primary, each with its own cursor,
 //!   and `UNLINK` removes what it finds (redis-rs splits multi-key commands
-//!   by slot). A key that moves to an already scanned node while slots are
-//!   being migrated would be missed, so a pattern deletion repeats its pass
-//!   until one ran while no slot was migrating and the slot map did not
-//!   change.
+//!   by slot), each entry with its lease. A key that moves to an already
+//!   scanned node while slots are being migrated would be missed, so a
+//!   pattern deletion repeats its pass until two in a row ran while no slot
+//!   was migrating and the slot map did not change (two: a fill from before
+//!   the deletion may land during the first; see `with_companions`).
 //! * **Write-behind** stores the value, then appends the call to the stream
 //!   (another slot): two steps. If the append fails, the value is deleted
 //!   again and the caller is told that nothing was queued, so it runs the
@@ -40,7 +41,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRou
 use redis::{TlsCertificates, Value};
 
 use super::conn::{Conn, Connector, FLUSHER_RESPONSE_TIMEOUT};
-use super::redis::{RedisStore, evalsha, open_client, parse_lookup};
+use super::redis::{RedisStore, evalsha, open_client, parse_lookup, with_companions};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
 
@@ -390,13 +391,15 @@ impl RedisStore {
         let deadline = Instant::now() + SETTLE_WITHIN;
         let mut deleted = 0;
         let mut pause = Duration::from_millis(5);
+        // Settled passes in a row: two are needed (see `with_companions`).
+        let mut settled_passes = 0;
         loop {
             let before = self.primaries().await?;
             for p in &before {
                 let mut cursor = 0;
                 loop {
                     let (next, keys) = self.scan_page_on(p, cursor, pattern).await?;
-                    deleted += self.delete(&keys).await?;
+                    deleted += self.delete(&with_companions(keys)).await?;
                     if next == 0 {
                         break;
                     }
@@ -404,8 +407,14 @@ impl RedisStore {
                 }
             }
             let after = self.primaries().await?;
-            if settled(&before, &after) {
-                return Ok(deleted);
+            if !settled(&before, &after) {
+                settled_passes = 0;
+            } else {
+                settled_passes += 1;
+                if settled_passes == 2 {
+                    return Ok(deleted);
+                }
+                continue;
             }
             if Instant::now() >= deadline {
                 return Err(Error::Store(redis::RedisError::from((

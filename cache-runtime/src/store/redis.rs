@@ -612,16 +612,49 @@ impl RedisStore {
         if self.cluster {
             return self.cluster_delete_pattern(pattern).await;
         }
-        let (mut cursor, mut deleted) = (0, 0);
-        loop {
-            let (next, keys) = self.scan_page(cursor, pattern).await?;
-            deleted += self.delete(&keys).await?;
-            if next == 0 {
-                return Ok(deleted);
+        let mut deleted = 0;
+        // Two passes: see `with_companions`.
+        for _ in 0..2 {
+            let mut cursor = 0;
+            loop {
+                let (next, keys) = self.scan_page(cursor, pattern).await?;
+                deleted += self.delete(&with_companions(keys)).await?;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(deleted)
     }
+}
+
+/// The keys a pattern deletion removes for the keys its `SCAN` found: each
+/// entry with its lease, each lease with its entry (they share a hash tag,
+/// so one `UNLINK` removes both at once, on a cluster too).
+///
+/// **Why pairs, and why two passes.** A load that took its lease before the
+/// deletion began must not store its value after the deletion returns. Its
+/// fill replaces the lease with the entry in one step, so a `SCAN` may find
+/// the lease and, by the time the `UNLINK` runs, the entry is there instead:
+/// removing both covers either order. And a fill may land while the pass
+/// runs, writing an entry where the cursor has already been and removing a
+/// lease before the cursor gets there: then the entry exists throughout the
+/// next pass, which finds it. A lease that existed throughout a pass was
+/// found and removed by it, so no fill from before the deletion lands after
+/// the second pass.
+pub(super) fn with_companions(found: Vec<String>) -> Vec<String> {
+    let mut keys = Vec::with_capacity(found.len() * 2);
+    for key in found {
+        match key.strip_suffix(":L") {
+            Some(entry) => keys.push(entry.to_string()),
+            None => keys.push(format!("{key}:L")),
+        }
+        keys.push(key);
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// How long a copied tag version is used without news from Redis (which
@@ -811,6 +844,27 @@ mod tests {
 
     fn reply(bytes: &[u8]) -> Result<Lookup> {
         parse_lookup(Value::BulkString(bytes.to_vec()))
+    }
+
+    #[test]
+    fn a_pattern_deletion_removes_entries_with_their_leases() {
+        let found = vec![
+            "p:{a}".to_string(),
+            "p:{b}:L".to_string(),
+            "p:{c}:v2".to_string(),
+            "p:{a}:L".to_string(),
+        ];
+        assert_eq!(
+            with_companions(found),
+            [
+                "p:{a}",
+                "p:{a}:L",
+                "p:{b}",
+                "p:{b}:L",
+                "p:{c}:v2",
+                "p:{c}:v2:L"
+            ]
+        );
     }
 
     #[test]
