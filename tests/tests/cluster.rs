@@ -424,6 +424,36 @@ async fn a_pattern_deletion_outlasts_a_slot_in_migration() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidating_a_key_in_a_migrating_slot_is_served_at_once() {
+    let cluster = RedisCluster::start(3);
+    let cache = builder(&cluster, "key_move")
+        .op_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .unwrap();
+    let slot = cluster
+        .slot_of(&cache.stored_key("k", &Options::new()))
+        .await;
+    // The entry stays on the source, then it has moved to the target; its
+    // lease is nowhere. One command over both keys would be answered
+    // TRYAGAIN until the move ended, and fail once redis-rs's retries ran out.
+    for entry_moved in [false, true] {
+        cache.set("k", &1u32, &opts()).await.unwrap();
+        let to = (cluster.owner_of(slot).await + 1) % cluster.len();
+        let mut moving = cluster.begin_move(slot, to).await.expect("another owner");
+        if entry_moved {
+            assert_eq!(moving.migrate(10).await.len(), 1);
+        }
+        assert_eq!(cache.invalidate_keys(["k"]).await.unwrap(), 1);
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+        assert_eq!(cache.pending_invalidations(), 0);
+        moving.finish().await;
+        assert_eq!(cache.get::<u32>("k").await.unwrap(), None);
+    }
+    assert_eq!(cache.stats().errors, 0);
+}
+
 // ---- resharding under load ----
 
 const KEYS: usize = 24;

@@ -14,10 +14,10 @@
 //!   invalidated in between only makes the entry a miss.
 //! * **Tag invalidation** sets each tag's new token with its own command.
 //! * **Patterns**: `SCAN` runs on every primary, each with its own cursor,
-//!   and `UNLINK` removes what it finds (redis-rs splits multi-key commands
-//!   by slot), each entry with its lease. A key that moves to an already
-//!   scanned node while slots are being migrated would be missed, so a
-//!   pattern deletion repeats its pass until two in a row ran while no slot
+//!   and `UNLINK` removes what it finds, each entry with its lease (one
+//!   command per key, leases first; see `cluster_delete`). A key that moves
+//!   to an already scanned node while slots are being migrated would be
+//!   missed, so a pattern deletion repeats its pass until two in a row ran while no slot
 //!   was migrating and the slot map did not change (two: a fill from before
 //!   the deletion may land during the first; see `with_companions`).
 //! * **Write-behind** stores the value, then appends the call to the stream
@@ -382,6 +382,34 @@ impl RedisStore {
             }
         }
         Ok(out)
+    }
+
+    /// `delete` on a cluster: one single-key `UNLINK` per key, every lease
+    /// before any entry, the commands of each step sent at once.
+    ///
+    /// **Why not one `UNLINK`.** redis-rs splits a multi-key command by
+    /// slot; a part whose slot is migrating, with some of its keys moved and
+    /// some not (an entry without its lease is enough), is answered
+    /// `TRYAGAIN` until the move ends, and a fan-out's part is not followed
+    /// through the `MOVED` that ends it. A single-key command is always
+    /// served: by the source while the key is there, by the target (`ASK`)
+    /// once it has moved. Leases go first so that a fill racing the deletion
+    /// either lands before its lease is removed, and is removed in the next
+    /// step, or finds its lease gone and stores nothing: the same guarantee
+    /// as removing an entry and its lease in one command.
+    pub(super) async fn cluster_delete(&self, keys: &[String]) -> Result<u64> {
+        let (leases, entries): (Vec<&String>, Vec<&String>) =
+            keys.iter().partition(|k| k.ends_with(":L"));
+        let mut deleted = 0;
+        for step in [leases, entries] {
+            let removed = try_join_all(
+                step.into_iter()
+                    .map(|k| async move { self.query::<u64>(redis::cmd("UNLINK").arg(k)).await }),
+            )
+            .await?;
+            deleted += removed.iter().sum::<u64>();
+        }
+        Ok(deleted)
     }
 
     /// `delete_pattern` on a cluster: `SCAN` + `UNLINK` on every primary,

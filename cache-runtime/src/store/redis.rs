@@ -515,7 +515,11 @@ impl RedisStore {
         if keys.is_empty() {
             return Ok(0);
         }
-        let r = self.query(redis::cmd("UNLINK").arg(keys)).await;
+        let r = if self.cluster {
+            self.cluster_delete(keys).await
+        } else {
+            self.query(redis::cmd("UNLINK").arg(keys)).await
+        };
         self.forget(keys.iter().map(String::as_str));
         r
     }
@@ -630,8 +634,9 @@ impl RedisStore {
 }
 
 /// The keys a pattern deletion removes for the keys its `SCAN` found: each
-/// entry with its lease, each lease with its entry (they share a hash tag,
-/// so one `UNLINK` removes both at once, on a cluster too).
+/// entry with its lease, each lease with its entry (one `UNLINK` removes
+/// both at once; on a cluster, leases are removed before entries, which
+/// gives the same guarantee).
 ///
 /// **Why pairs, and why two passes.** A load that took its lease before the
 /// deletion began must not store its value after the deletion returns. Its
