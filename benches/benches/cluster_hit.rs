@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, Options};
 
-use cache_benches::{User, median, user};
+use cache_benches::{User, Verdict, median, report, user};
 
 const ROUNDS: usize = 11;
 const OPS: usize = 2000;
@@ -107,6 +107,7 @@ async fn run() {
     println!();
     println!("| measure | one server | cluster | ratio |");
     println!("|---|---|---|---|");
+    let mut verdicts = Vec::new();
     for (name, opts) in [("untagged", &plain), ("one tag", &tagged)] {
         // Warm up: fill the entry (per store, with these options), connect.
         for _ in 0..200 {
@@ -119,11 +120,16 @@ async fn run() {
             "| {name}: latency, 1 task ({OPS} calls/round) | {a:.1} µs | {b:.1} µs | {:.3}× |",
             b / a
         );
+        let latency_ratio = b / a;
         let (a, b) = compare(&single, &cluster, opts, throughput).await;
         println!(
             "| {name}: throughput, {TASKS} tasks ({OPS_PER_TASK} calls each/round) | {a:.0} /s | {b:.0} /s | {:.3}× |",
             b / a
         );
+        verdicts.push(Verdict::info(
+            format!("{name} hit on a cluster / one server: latency, throughput"),
+            format!("{latency_ratio:.3}×, {:.3}×", b / a),
+        ));
         assert_eq!(
             (single.stats().loads, cluster.stats().loads),
             loads,
@@ -139,4 +145,6 @@ async fn run() {
             .await
             .expect("invalidate");
     }
+    println!();
+    report("cluster_hit", &verdicts);
 }

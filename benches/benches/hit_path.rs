@@ -27,7 +27,7 @@ use cached::AsyncRedisCache;
 use cached::macros::concurrent_cached;
 use redis::aio::MultiplexedConnection;
 
-use cache_benches::{User, installed_cache, median, server_version, user};
+use cache_benches::{User, Verdict, installed_cache, median, report, server_version, user};
 
 #[cached(key = "user:{id}", ttl = 3600)]
 async fn cached_user(id: u64) -> Result<User, std::convert::Infallible> {
@@ -346,7 +346,48 @@ async fn run() {
     println!();
 
     let postcard_len = postcard::to_allocvec(&user(1)).expect("encode").len();
-    bytes_per_entry(cache, &mut conn, postcard_len).await;
+    let bytes = bytes_per_entry(cache, &mut conn, postcard_len).await;
+    println!();
+    let ratio = |x: f64| format!("{x:.3}×");
+    report(
+        "hit_path",
+        &[
+            Verdict::target(
+                "hit latency, 1 task: ours / redis-rs GET + decode",
+                ratio(lat_ours / lat_raw),
+                "≤ 1.05×",
+                lat_ours / lat_raw <= 1.05,
+            ),
+            Verdict::target(
+                "hit latency, 1 task: ours / `cached` crate",
+                ratio(lat_ours / lat_peer),
+                "≤ 1.0×",
+                lat_ours / lat_peer <= 1.0,
+            ),
+            Verdict::target(
+                "hit throughput, 64 tasks: ours / redis-rs multiplexed",
+                ratio(tp_ours / tp_raw),
+                "≥ 0.95×",
+                tp_ours / tp_raw >= 0.95,
+            ),
+            Verdict::target(
+                "hit throughput, 64 tasks: ours / `cached` crate",
+                ratio(tp_ours / tp_peer),
+                "≥ 1.2×",
+                tp_ours / tp_peer >= 1.2,
+            ),
+            Verdict::info(
+                "bytes per entry (`MEMORY USAGE`): ours / `cached` crate",
+                format!("{} / {} B", bytes.ours, bytes.peer),
+            ),
+        ],
+    );
+}
+
+/// `MEMORY USAGE` of one entry: ours and the `cached` crate's.
+struct EntryBytes {
+    ours: i64,
+    peer: i64,
 }
 
 /// One task's calls, one after another, in µs per call. It runs as a
@@ -413,7 +454,11 @@ async fn measure_throughput(side: Side, conn: &MultiplexedConnection) -> (f64, f
 }
 
 /// `STRLEN` and `MEMORY USAGE` of the entry each side stored for `user(1)`.
-async fn bytes_per_entry(cache: &Cache, conn: &mut MultiplexedConnection, postcard_len: usize) {
+async fn bytes_per_entry(
+    cache: &Cache,
+    conn: &mut MultiplexedConnection,
+    postcard_len: usize,
+) -> EntryBytes {
     let ours_key = cache.stored_key("user:1", &Options::new());
     let peer_keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("*{PEER_PREFIX}*"))
@@ -445,7 +490,11 @@ async fn bytes_per_entry(cache: &Cache, conn: &mut MultiplexedConnection, postca
     println!();
     println!("| layout | stored key | `STRLEN` | `MEMORY USAGE` |");
     println!("|---|---|---|---|");
-    for (label, key, len, usage) in rows {
+    for (label, key, len, usage) in &rows {
         println!("| {label} | `{key}` | {len} | {usage} |");
+    }
+    EntryBytes {
+        ours: rows[1].3,
+        peer: rows[2].3,
     }
 }

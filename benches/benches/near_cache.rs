@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use cache_runtime::{Cache, Options, cached};
 
-use cache_benches::{User, median, user};
+use cache_benches::{User, Verdict, median, report, user};
 
 const ROUNDS: usize = 15;
 const OPS: usize = 20_000;
@@ -203,6 +203,22 @@ async fn run() {
         deliveries[deliveries.len() / 2],
         deliveries[deliveries.len() * 99 / 100],
         deliveries[deliveries.len() - 1]
+    );
+    println!();
+    report(
+        "near_cache",
+        &[
+            Verdict::target(
+                "near-cache hit, `#[cached]`: ours / bare `moka` get",
+                format!("{:.2}× ({n:.0} ns)", n / m),
+                "≤ 2×",
+                n / m <= 2.0,
+            ),
+            Verdict::info(
+                "invalidation delivered to another process, p99",
+                format!("{} µs", deliveries[deliveries.len() * 99 / 100]),
+            ),
+        ],
     );
 }
 

@@ -15,6 +15,8 @@ use cache_runtime::{Cache, Options};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Barrier;
 
+use cache_benches::{Verdict, report};
+
 const CALLERS: usize = 1000;
 const LOADER: Duration = Duration::from_millis(50);
 const ROUNDS: usize = 5;
@@ -25,7 +27,7 @@ async fn load(loads: &AtomicUsize) -> u64 {
     42
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     Ours,
     Naive,
@@ -173,6 +175,7 @@ fn main() {
         println!();
         println!("| implementation | loader calls | caller p50 | caller p99 |");
         println!("|---|---|---|---|");
+        let mut ours = None;
         for (name, side) in [
             ("cache-runtime (leases, single flight, wake-ups)", Side::Ours),
             ("naive cache-aside (GET, load, SETEX)", Side::Naive),
@@ -186,12 +189,35 @@ fn main() {
                 p50s.push(p50);
                 p99s.push(p99);
             }
+            let (calls, p50, p99) = (median(calls), median(p50s), median(p99s));
             println!(
-                "| {name} | {} | {:.1} ms | {:.1} ms |",
-                median(calls),
-                median(p50s).as_secs_f64() * 1e3,
-                median(p99s).as_secs_f64() * 1e3
+                "| {name} | {calls} | {:.1} ms | {:.1} ms |",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
             );
+            if side == Side::Ours {
+                ours = Some((calls, p99));
+            }
         }
+        println!();
+        let (calls, p99) = ours.expect("our side ran");
+        let bound = LOADER + Duration::from_millis(5);
+        report(
+            "stampede",
+            &[
+                Verdict::target(
+                    format!("loader calls, {CALLERS} callers on a cold key"),
+                    calls.to_string(),
+                    "1",
+                    calls == 1,
+                ),
+                Verdict::target(
+                    "caller p99",
+                    format!("{:.1} ms", p99.as_secs_f64() * 1e3),
+                    format!("≤ loader + 5 ms ({} ms)", bound.as_millis()),
+                    p99 <= bound,
+                ),
+            ],
+        );
     });
 }

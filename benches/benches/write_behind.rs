@@ -14,6 +14,8 @@ use std::time::Instant;
 use cache_runtime::{Cache, cached};
 use tokio::sync::OnceCell;
 
+use cache_benches::{Verdict, report};
+
 const TASKS: u64 = 64;
 const WRITES_PER_TASK: u64 = 500;
 const KEYS: f64 = 1000.0;
@@ -119,6 +121,14 @@ fn main() {
             "coalescing: {total} acknowledged writes ran the body {runs} times ({:.1} writes per upsert); the queue drained in {:.2} s",
             total as f64 / runs.max(1) as f64,
             drained_in.as_secs_f64()
+        );
+        println!();
+        report(
+            "write_behind",
+            &[
+                Verdict::info("acknowledged writes, write-behind / direct upserts (one run)", format!("{:.2}×", acked / direct)),
+                Verdict::info("writes per body run (coalescing)", format!("{:.1}", total as f64 / runs.max(1) as f64)),
+            ],
         );
     });
 }

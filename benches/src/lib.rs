@@ -73,3 +73,85 @@ pub async fn peer_store(prefix: &str, url: &str) -> cached::AsyncRedisCache<u64,
         .await
         .expect("AsyncRedisCache")
 }
+
+/// One line of a bench's verdict: a measure, what it came to, its target
+/// (empty when the row only informs) and whether it was met.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// What was measured.
+    pub measure: String,
+    /// The figure, with its unit.
+    pub result: String,
+    /// The target, in words (`≤ 1.05× raw`); empty for a row that informs.
+    pub target: String,
+    /// Whether the target was met (ignored without a target).
+    pub met: bool,
+}
+
+impl Verdict {
+    /// A row with a target.
+    pub fn target(
+        measure: impl Into<String>,
+        result: impl Into<String>,
+        target: impl Into<String>,
+        met: bool,
+    ) -> Self {
+        Self {
+            measure: measure.into(),
+            result: result.into(),
+            target: target.into(),
+            met,
+        }
+    }
+
+    /// A row without a target.
+    pub fn info(measure: impl Into<String>, result: impl Into<String>) -> Self {
+        Self::target(measure, result, "", true)
+    }
+
+    fn row(&self, bench: &str) -> String {
+        let met = match (self.target.is_empty(), self.met) {
+            (true, _) => "",
+            (false, true) => "yes",
+            (false, false) => "**no**",
+        };
+        let target = if self.target.is_empty() {
+            "—"
+        } else {
+            &self.target
+        };
+        format!(
+            "| {bench} | {} | {} | {target} | {met} |",
+            self.measure, self.result
+        )
+    }
+}
+
+/// The header of a verdict table (as [`report`] prints it and
+/// `scripts/bench.sh` gathers it).
+pub const VERDICT_HEADER: &str =
+    "| bench | measure | result | target | met? |\n|---|---|---|---|---|";
+
+/// Prints a bench's verdicts as a table and, when `BENCH_SUMMARY` names a
+/// file, appends its rows there for `scripts/bench.sh`'s closing table.
+pub fn report(bench: &str, verdicts: &[Verdict]) {
+    println!("Against the targets:");
+    println!();
+    println!("{VERDICT_HEADER}");
+    let rows: Vec<String> = verdicts.iter().map(|v| v.row(bench)).collect();
+    for r in &rows {
+        println!("{r}");
+    }
+    println!();
+    if let Some(path) = std::env::var_os("BENCH_SUMMARY") {
+        use std::io::Write as _;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| rows.iter().try_for_each(|r| writeln!(f, "{r}")));
+        if let Err(e) = appended {
+            eprintln!("BENCH_SUMMARY {}: {e}", path.to_string_lossy());
+        }
+    }
+}
