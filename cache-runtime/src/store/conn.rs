@@ -23,6 +23,26 @@ pub(crate) enum Conn {
     Cluster(ClusterConnection),
 }
 
+impl Conn {
+    /// Sends one command and reads its reply, converted to `T`.
+    ///
+    /// On a standalone connection this calls the connection's own `async`
+    /// method, not [`ConnectionLike::req_packed_command`], which boxes its
+    /// future: one allocation and one dynamic call less per command (this is
+    /// every hit's path).
+    pub(crate) async fn send<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: &Cmd,
+    ) -> redis::RedisResult<T> {
+        let value = match self {
+            Conn::Single(c) => c.send_packed_command(cmd).await?,
+            Conn::Own(c) => c.send_packed_command(cmd).await?,
+            Conn::Cluster(c) => c.req_packed_command(cmd).await?,
+        };
+        Ok(redis::from_redis_value(value.extract_error()?)?)
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

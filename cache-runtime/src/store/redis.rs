@@ -392,7 +392,7 @@ impl RedisStore {
         cmd: &redis::Cmd,
     ) -> Result<T> {
         let mut conn = self.conn.clone();
-        let first: Result<T> = self.timed(cmd.query_async(&mut conn)).await;
+        let first: Result<T> = self.timed(conn.send(cmd)).await;
         match first {
             Err(Error::Store(e))
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
@@ -401,7 +401,7 @@ impl RedisStore {
                 self.timed(async move { script.prepare_invoke().load_async(&mut c).await })
                     .await?;
                 let mut c = self.conn.clone();
-                self.timed(cmd.query_async(&mut c)).await
+                self.timed(c.send(cmd)).await
             }
             other => other,
         }
@@ -447,7 +447,7 @@ impl RedisStore {
     /// Runs one command within the operation timeout and the breaker.
     pub(super) async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
         let mut conn = self.conn.clone();
-        self.timed(cmd.query_async(&mut conn)).await
+        self.timed(conn.send(cmd)).await
     }
 
     /// Runs a script invocation (loading the script first if the server lost it).
