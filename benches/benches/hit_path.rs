@@ -232,16 +232,22 @@ fn assert_all_hits(s: &Setup) {
 }
 
 /// 1 task: latency per call, medians over rounds.
+///
+/// Within a round the sides take turns call by call (in the round's order),
+/// each call timed on its own, so that whatever the machine does at a
+/// moment slows every side alike; a round's figure for a side is the median
+/// of its calls.
 async fn latency_phase() -> [f64; 4] {
     let s = setup().await;
     let mut latency = Samples::default();
     for round in 0..ROUNDS {
-        for side in ORDERS[round % ORDERS.len()] {
-            let conn = s.conn.clone();
-            let v = tokio::spawn(measure_latency(side, conn))
-                .await
-                .expect("latency task");
-            latency.push(side, v);
+        let order = ORDERS[round % ORDERS.len()];
+        let conn = s.conn.clone();
+        let per_side = tokio::spawn(measure_latency(order, conn))
+            .await
+            .expect("latency task");
+        for side in order {
+            latency.push(side, per_side[side as usize]);
         }
     }
     assert_all_hits(&s);
@@ -390,14 +396,22 @@ struct EntryBytes {
     peer: i64,
 }
 
-/// One task's calls, one after another, in µs per call. It runs as a
+/// One task's calls, one after another, timed one by one. It runs as a
 /// spawned task on a worker, as a request handler would (not on the thread
 /// that blocks on the runtime, whose every call would wait for a wake-up from
 /// another thread).
-async fn measure_latency(side: Side, conn: MultiplexedConnection) -> f64 {
-    let t = Instant::now();
-    calls(side, conn, OPS).await;
-    t.elapsed().as_secs_f64() * 1e6 / OPS as f64
+/// The sides take turns call by call; the result is each side's median
+/// call, in µs, in the order of [`Side`].
+async fn measure_latency(order: [Side; 4], mut conn: MultiplexedConnection) -> [f64; 4] {
+    let mut took: [Vec<f64>; 4] = Default::default();
+    for _ in 0..OPS {
+        for side in order {
+            let t = Instant::now();
+            one_call(side, &mut conn).await;
+            took[side as usize].push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    took.map(median)
 }
 
 /// `n` hits of one side, one after another.

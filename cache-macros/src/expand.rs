@@ -135,23 +135,34 @@ fn typed_body(func: &ItemFn, ret: &TokenStream, ret_span: Span) -> TokenStream {
 }
 
 /// `{ let mut __cache_w = KeyWriter::new(); __cache_w.lit(..).display(&..); __cache_w.finish() }`.
+///
+/// A `Display` value goes through `write_integer` first, which writes
+/// integers without `fmt` and declines for every other type (autoref
+/// specialization: `KeyInteger` is implemented for `KeyPart` of each
+/// integer type, `KeyNotInteger` for `&KeyPart` of anything).
 fn render(p: &TokenStream, template: &Resolved) -> TokenStream {
     let calls = template.pieces.iter().map(|piece| match piece {
-        Piece::Text(text) => quote!(.lit(#text)),
+        Piece::Text(text) => quote!(__cache_w.lit(#text);),
         Piece::Value(value) => {
             let root = &value.root;
             let fields = &value.fields;
-            let method = match value.modifier {
-                Modifier::Display => quote_spanned!(value.span=> display),
-                Modifier::Hash => quote_spanned!(value.span=> hash),
-            };
-            quote_spanned!(value.span=> .#method(&#root #(.#fields)*))
+            match value.modifier {
+                Modifier::Display => quote_spanned! {value.span=>
+                    let __cache_v = &#root #(.#fields)*;
+                    if !(&#p::KeyPart(__cache_v)).write_integer(&mut __cache_w) {
+                        __cache_w.display(__cache_v);
+                    }
+                },
+                Modifier::Hash => quote_spanned!(value.span=> __cache_w.hash(&#root #(.#fields)*);),
+            }
         }
     });
     quote! {
         {
+            #[allow(unused_imports)]
+            use #p::{KeyInteger as _, KeyNotInteger as _};
             let mut __cache_w = #p::KeyWriter::new();
-            __cache_w #(#calls)*;
+            #(#calls)*
             __cache_w.finish()
         }
     }

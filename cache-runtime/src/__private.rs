@@ -21,6 +21,51 @@ pub use linkme;
 pub use serde;
 pub use std;
 
+/// A placeholder value, for choosing how it is written into a key: integers
+/// by [`KeyInteger`], everything else by [`KeyWriter::display`] (the
+/// expansion calls `display` when `write_integer` returns `false`, so a type
+/// that is not `Display` still gets `display`'s error).
+pub struct KeyPart<'a, T: ?Sized>(pub &'a T);
+
+/// Integers: written without `fmt` (found first by autoref specialization).
+pub trait KeyInteger {
+    /// Writes the value; `true`.
+    fn write_integer(&self, w: &mut KeyWriter) -> bool;
+}
+
+macro_rules! key_integers {
+    ($($t:ty)*) => {$(
+        impl KeyInteger for KeyPart<'_, $t> {
+            #[inline]
+            fn write_integer(&self, w: &mut KeyWriter) -> bool {
+                w.integer(*self.0);
+                true
+            }
+        }
+        impl KeyInteger for KeyPart<'_, &$t> {
+            #[inline]
+            fn write_integer(&self, w: &mut KeyWriter) -> bool {
+                w.integer(**self.0);
+                true
+            }
+        }
+    )*};
+}
+key_integers!(u8 u16 u32 u64 u128 usize i8 i16 i32 i64 i128 isize);
+
+/// Everything else: nothing written; `false`.
+pub trait KeyNotInteger {
+    /// Writes nothing; `false`.
+    fn write_integer(&self, w: &mut KeyWriter) -> bool;
+}
+
+impl<T: ?Sized> KeyNotInteger for &KeyPart<'_, T> {
+    #[inline]
+    fn write_integer(&self, _w: &mut KeyWriter) -> bool {
+        false
+    }
+}
+
 /// The cache the macros use when no `cache = expr` is given: the installed
 /// global one, or, when none is installed, a pass-through cache that runs
 /// every body and warns once.
