@@ -2,8 +2,9 @@
 # Runs every benchmark: each starts its own redis-server (or cluster) on
 # loopback, compares its sides in the same run and prints markdown tables
 # (the figures in BENCHMARKS.md come from this); `regress` is the criterion
-# target, which prints criterion's report instead. At the end, one table
-# gathers every bench's verdicts against its targets.
+# target, which prints criterion's report instead. Then callgrind counts
+# instructions per call (scripts/instructions.sh), and one table gathers
+# every bench's verdicts against its targets.
 # The write-behind benchmark needs PostgreSQL (scripts/install-postgres.sh);
 # without one on 127.0.0.1:5432 it is skipped, and the closing table says so.
 set -euo pipefail
@@ -29,6 +30,11 @@ for bench in hit_path miss_path regress near_cache cluster_hit stampede limits w
     fi
     cargo bench -q -p cache-benches --features bincode --bench "$bench"
 done
+
+echo
+echo "## instructions (callgrind)"
+echo
+bash scripts/instructions.sh
 
 echo
 echo "## Summary"

@@ -117,7 +117,10 @@ fn only_calls() -> usize {
 }
 
 fn main() {
-    if std::env::var(PHASE).as_deref() == Ok("latency") {
+    // The latency phase, and a single side for profiling: one worker (a
+    // second one's spinning and stealing would change the count from run
+    // to run).
+    if std::env::var(PHASE).as_deref() == Ok("latency") || only().is_some() {
         // One worker: the caller, the connection's task and the I/O driver
         // share a thread, so a call never waits for another thread to wake
         // (which on a shared VM costs 20–100 µs and switches between modes
@@ -127,6 +130,10 @@ fn main() {
             .enable_all()
             .build()
             .expect("runtime");
+        if only().is_some() {
+            rt.block_on(run());
+            return;
+        }
         let [ours, solo, raw, peer] = rt.block_on(latency_phase());
         println!("{LATENCY_LINE} {ours} {solo} {raw} {peer}");
         return;

@@ -81,16 +81,17 @@ enum Side {
     Redis,
 }
 
-/// Nanoseconds per call of `side`, over [`OPS`] calls in one task.
+/// Nanoseconds per call of `side`, over `calls` calls in one task.
 async fn per_call(
     side: Side,
     near: &Cache,
     moka: &moka::sync::Cache<String, User>,
     redis: &Cache,
+    calls: usize,
 ) -> f64 {
     let key = "user:1".to_string();
     let t = Instant::now();
-    for _ in 0..OPS {
+    for _ in 0..calls {
         match side {
             Side::Near => {
                 black_box(near_user(black_box(1)).await.ok());
@@ -106,7 +107,7 @@ async fn per_call(
             }
         }
     }
-    t.elapsed().as_nanos() as f64 / OPS as f64
+    t.elapsed().as_nanos() as f64 / calls as f64
 }
 
 fn main() {
@@ -145,15 +146,21 @@ async fn run() {
         near_user(1).await.ok();
         hit(&redis).await;
     }
-    // `NEAR_ONLY=near|moka`: one side only, for profiling
-    // (`valgrind --tool=callgrind`).
+    // `NEAR_ONLY=near|decoding|moka`: one side only, `NEAR_CALLS` calls
+    // (default `OPS`), for profiling (`valgrind --tool=callgrind`).
     if let Ok(only) = std::env::var("NEAR_ONLY") {
-        let side = if only == "moka" {
-            Side::Moka
-        } else {
-            Side::Near
+        let side = match only.as_str() {
+            "near" => Side::Near,
+            "decoding" => Side::NearDecoding,
+            "moka" => Side::Moka,
+            other => panic!("NEAR_ONLY={other}: expected near, decoding or moka"),
         };
-        println!("{:.0} ns", per_call(side, &near, &moka, &redis).await);
+        let calls = std::env::var("NEAR_CALLS")
+            .ok()
+            .map(|n| n.parse().expect("NEAR_CALLS: a count"))
+            .unwrap_or(OPS);
+        let ns = per_call(side, &near, &moka, &redis, calls).await;
+        println!("{ns:.0} ns");
         return;
     }
     let (mut n, mut d, mut m, mut r) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -165,7 +172,7 @@ async fn run() {
     ];
     for round in 0..ROUNDS {
         for side in orders[round % orders.len()] {
-            let ns = per_call(side, &near, &moka, &redis).await;
+            let ns = per_call(side, &near, &moka, &redis, OPS).await;
             match side {
                 Side::Near => n.push(ns),
                 Side::NearDecoding => d.push(ns),
