@@ -134,3 +134,48 @@ async fn invalidation_during_an_outage_is_retried_and_never_lost() {
         "the failed invalidation was counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_the_server_lost_are_loaded_again() {
+    // A restarted server, or `SCRIPT FLUSH`, forgets the scripts: every one
+    // the cache calls by SHA (lookup, fill, release, set) is loaded again on
+    // the `NOSCRIPT` answer, and nothing fails or goes uncached.
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .url(server.url())
+        .prefix("noscript")
+        .build()
+        .await
+        .unwrap();
+    let mut conn = server.conn().await;
+    let flush = async |conn: &mut redis::aio::MultiplexedConnection| {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(conn)
+            .await
+            .unwrap();
+    };
+    let loads = cache.stats().loads;
+    flush(&mut conn).await;
+    // A miss: lookup-or-lease, then fill.
+    assert_eq!(read(&cache, 1).await, 10);
+    assert_eq!(read(&cache, 1).await, 10);
+    assert_eq!(cache.stats().loads, loads + 1, "filled once, then a hit");
+    // A failed load gives its lease back (release).
+    flush(&mut conn).await;
+    let failed: Result<u64, &str> = cache
+        .get_or_load("k2", &opts(), || async { Err("down") })
+        .await;
+    assert_eq!(failed, Err("down"));
+    let lease: Option<String> = redis::cmd("GET")
+        .arg(format!("{}:L", cache.stored_key("k2", &opts())))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(lease, None, "the lease was given back");
+    // A write (set).
+    flush(&mut conn).await;
+    cache.set("k3", &30u64, &opts()).await.unwrap();
+    assert_eq!(cache.get::<u64>("k3").await.unwrap(), Some(30));
+    assert_eq!(cache.stats().errors, 0);
+}

@@ -414,21 +414,29 @@ impl RedisStore {
         bytes: &[u8],
         px: u64,
     ) -> Result<bool> {
-        let mut inv = self.scripts.fill.key(&k.entry);
-        inv.key(&k.lease)
+        // A prepared EVALSHA: the value is copied once, into the command
+        // (a ScriptInvocation copies every key and argument, then again).
+        let size = k.entry.len() + k.lease.len() + token.len() + bytes.len() + self.channel.len();
+        let mut cmd = evalsha(&self.scripts.fill, 2, 6, size + 24);
+        cmd.arg(&k.entry)
+            .arg(&k.lease)
             .arg(token)
             .arg(bytes)
             .arg(px)
             .arg(&self.channel);
-        let n: Result<i64> = self.invoke(&inv).await;
+        let n: Result<i64> = self.eval(&self.scripts.fill, &cmd).await;
         self.forget([k.entry.as_str()]);
         Ok(n? == 1)
     }
 
     pub(crate) async fn release(&self, k: &EntryKeys, token: &str) -> Result<()> {
-        let mut inv = self.scripts.release.key(&k.lease);
-        inv.key(&k.entry).arg(token).arg(&self.channel);
-        let _: i64 = self.invoke(&inv).await?;
+        let size = k.entry.len() + k.lease.len() + token.len() + self.channel.len();
+        let mut cmd = evalsha(&self.scripts.release, 2, 4, size);
+        cmd.arg(&k.lease)
+            .arg(&k.entry)
+            .arg(token)
+            .arg(&self.channel);
+        let _: i64 = self.eval(&self.scripts.release, &cmd).await?;
         Ok(())
     }
 
