@@ -288,9 +288,9 @@ impl Cache {
         // in two round trips), unless copies of a near cache may answer.
         let script_first = stats.lately_missing() && !inner.store.near().is_some_and(|n| n.live());
         let mut peeked: Option<crate::store::Bytes> = None;
-        let peek = match script_first {
-            true => None,
-            false => inner.store.peek(&entry, &tag_keys).await,
+        let peek = match (script_first, inner.store.peeker()) {
+            (false, Some(redis)) => Some(redis.peek(&entry, &tag_keys).await),
+            _ => None,
         };
         match peek {
             Some(Ok(p)) => {

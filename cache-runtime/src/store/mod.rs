@@ -195,11 +195,13 @@ impl Store {
         dispatch!(self, s => s.lookup(k, tag_keys, lease).await, s.lookup(k, tag_keys, lease), Ok(Lookup::Miss { corrupt: false }))
     }
 
-    /// A plain read before the lease script, where that is cheaper (Redis);
-    /// `None` where a lookup is as cheap (the in-process store).
-    pub(crate) async fn peek(&self, entry: &str, tag_keys: &[String]) -> Option<Result<Peek>> {
+    /// The store that answers a plain read before the lease script, where
+    /// that is cheaper (Redis, [`redis::RedisStore::peek`]); `None` where a lookup
+    /// is as cheap (the in-process store). A plain accessor, not an `async`
+    /// dispatch: the hit path awaits the Redis store's read directly.
+    pub(crate) fn peeker(&self) -> Option<&redis::RedisStore> {
         match self {
-            Store::Redis(s) => Some(s.peek(entry, tag_keys).await),
+            Store::Redis(s) => Some(s),
             _ => None,
         }
     }

@@ -25,6 +25,41 @@ use crate::flight::Flights;
 use crate::resilience::{Breaker, DEFAULT_COOLDOWN, DEFAULT_THRESHOLD};
 
 /// A peek from `MGET entry tag…` values.
+/// The command of a read of a caller's own: `GET entry`, or `MGET entry
+/// tag…` for an entry with tags.
+fn own_read(entry: &str, tag_keys: &[String]) -> redis::Cmd {
+    if tag_keys.is_empty() {
+        let mut cmd = redis::Cmd::with_capacity(2, entry.len() + 8);
+        cmd.arg("GET").arg(entry);
+        return cmd;
+    }
+    let bytes = entry.len() + tag_keys.iter().map(String::len).sum::<usize>() + 8;
+    let mut cmd = redis::Cmd::with_capacity(2 + tag_keys.len(), bytes);
+    cmd.arg("MGET").arg(entry);
+    for t in tag_keys {
+        cmd.arg(t);
+    }
+    cmd
+}
+
+/// The reply to [`own_read`]: a bulk string or nil (`GET`), or an array
+/// (`MGET`).
+fn own_reply(reply: Value) -> Result<super::Peek> {
+    match reply {
+        Value::Array(_) => {
+            peek_of(redis::from_redis_value(reply).map_err(redis::RedisError::from)?)
+        }
+        single => {
+            let v: Option<Vec<u8>> =
+                redis::from_redis_value(single).map_err(redis::RedisError::from)?;
+            Ok(super::Peek {
+                entry: v.map(super::Bytes::Owned),
+                tags: Vec::new(),
+            })
+        }
+    }
+}
+
 fn peek_of(mut values: batch::Values) -> Result<super::Peek> {
     if values.is_empty() {
         return Err(Error::Store(redis::RedisError::from((
@@ -220,12 +255,23 @@ impl RedisStore {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        if !self.breaker.allow() {
-            return Err(Error::Unavailable);
-        }
+        self.admit()?;
         // The connection bounds each request by the operation timeout itself
         // (its response timeout), which saves a second timer per call.
-        match f.await {
+        self.settle(f.await)
+    }
+
+    /// Whether the breaker lets a request through.
+    fn admit(&self) -> Result<()> {
+        match self.breaker.allow() {
+            true => Ok(()),
+            false => Err(Error::Unavailable),
+        }
+    }
+
+    /// Tells the breaker how a request ended, and maps its error.
+    fn settle<T>(&self, r: redis::RedisResult<T>) -> Result<T> {
+        match r {
             Ok(v) => {
                 self.breaker.success();
                 Ok(v)
@@ -287,49 +333,68 @@ impl RedisStore {
     /// With a near cache, copies answer when they can, and what Redis returns
     /// is copied.
     pub(crate) async fn peek(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
-        let Some(near) = self.near.as_deref().filter(|n| n.live()) else {
-            return self.peek_redis(entry, tag_keys).await;
+        let near = self.near.as_deref().filter(|n| n.live());
+        let before: Option<Vec<Generation>> = match near {
+            None => None,
+            Some(near) => {
+                if let Some(p) = near_peek(near, entry, tag_keys) {
+                    return Ok(p);
+                }
+                Some(
+                    std::iter::once(entry)
+                        .chain(tag_keys.iter().map(String::as_str))
+                        .map(|k| near.generation(k))
+                        .collect(),
+                )
+            }
         };
-        if let Some(p) = near_peek(near, entry, tag_keys) {
-            return Ok(p);
-        }
-        let before: Vec<Generation> = std::iter::once(entry)
-            .chain(tag_keys.iter().map(String::as_str))
-            .map(|k| near.generation(k))
-            .collect();
-        let p = self.peek_redis(entry, tag_keys).await?;
-        let now = Instant::now();
-        if let Some(bytes) = &p.entry
-            && let Some(until) = crate::envelope::fresh_until(bytes)
-        {
-            let left = until.saturating_sub(crate::read::now_ms());
-            near.keep(entry, before[0], bytes, now + Duration::from_millis(left));
-        }
-        for ((key, token), g) in tag_keys.iter().zip(&p.tags).zip(&before[1..]) {
-            if let Some(token) = token {
-                near.keep(key, *g, token, now + NEAR_TAG_AGE);
+        // The read itself, written out here rather than in a function of its
+        // own: on the hit path every nested future costs a dispatch per poll.
+        let p = match self.coalescer.as_ref().map(|c| c.join(entry, tag_keys)) {
+            None => own_reply(self.query(&own_read(entry, tag_keys)).await?)?,
+            // Held through the read: later reads see this one in flight.
+            Some(Role::Alone(_inflight)) => {
+                own_reply(self.query(&own_read(entry, tag_keys)).await?)?
+            }
+            Some(role) => self.peek_shared(role, entry, tag_keys).await?,
+        };
+        if let (Some(near), Some(before)) = (near, before) {
+            let now = Instant::now();
+            if let Some(bytes) = &p.entry
+                && let Some(until) = crate::envelope::fresh_until(bytes)
+            {
+                let left = until.saturating_sub(crate::read::now_ms());
+                near.keep(entry, before[0], bytes, now + Duration::from_millis(left));
+            }
+            for ((key, token), g) in tag_keys.iter().zip(&p.tags).zip(&before[1..]) {
+                if let Some(token) = token {
+                    near.keep(key, *g, token, now + NEAR_TAG_AGE);
+                }
             }
         }
         Ok(p)
     }
 
-    /// A read of the entry and its tags' tokens; while other reads are in
-    /// flight, coalesced with those of concurrent callers (`batch.rs`).
-    async fn peek_redis(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
-        let Some(coalescer) = &self.coalescer else {
-            return self.peek_own(entry, tag_keys).await;
-        };
-        match coalescer.join(entry, tag_keys) {
-            Role::Alone(_inflight) => self.peek_own(entry, tag_keys).await,
+    /// A read that shares a batch with concurrent callers' (`batch.rs`): as
+    /// a member, or as the leader that sends it.
+    async fn peek_shared(
+        &self,
+        role: Role<'_>,
+        entry: &str,
+        tag_keys: &[String],
+    ) -> Result<super::Peek> {
+        match role {
+            Role::Alone(_inflight) => own_reply(self.query(&own_read(entry, tag_keys)).await?),
             Role::Member(member) => match member.wait().await {
                 Some(values) => peek_of(values?),
                 // The batch's leader was dropped before it read.
-                None => self.peek_own(entry, tag_keys).await,
+                None => own_reply(self.query(&own_read(entry, tag_keys)).await?),
             },
             Role::Leader(mut leader) => {
                 let sealed = leader.gather().await?;
                 let read = if sealed.alone {
-                    self.peek_own(entry, tag_keys).await.map(|p| {
+                    let reply = self.query(&own_read(entry, tag_keys)).await;
+                    reply.and_then(own_reply).map(|p| {
                         let mut values = Vec::with_capacity(1 + p.tags.len());
                         values.push(p.entry.map(super::Bytes::into_vec));
                         values.extend(p.tags);
@@ -342,26 +407,6 @@ impl RedisStore {
                 peek_of(leader.deliver(read)?)
             }
         }
-    }
-
-    /// The entry and its tags' tokens in one command of this call's own.
-    async fn peek_own(&self, entry: &str, tag_keys: &[String]) -> Result<super::Peek> {
-        if tag_keys.is_empty() {
-            let mut cmd = redis::Cmd::with_capacity(2, entry.len() + 8);
-            cmd.arg("GET").arg(entry);
-            let v: Option<Vec<u8>> = self.query(&cmd).await?;
-            return Ok(super::Peek {
-                entry: v.map(super::Bytes::Owned),
-                tags: Vec::new(),
-            });
-        }
-        let bytes = entry.len() + tag_keys.iter().map(String::len).sum::<usize>() + 8;
-        let mut cmd = redis::Cmd::with_capacity(2 + tag_keys.len(), bytes);
-        cmd.arg("MGET").arg(entry);
-        for t in tag_keys {
-            cmd.arg(t);
-        }
-        peek_of(self.query(&cmd).await?)
     }
 
     /// Drops the near-cache copies of keys this process changes, so that it
@@ -454,8 +499,10 @@ impl RedisStore {
 
     /// Runs one command within the operation timeout and the breaker.
     pub(super) async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T> {
+        // `timed`, written out: one future less around every command.
+        self.admit()?;
         let mut conn = self.conn.clone();
-        self.timed(conn.send(cmd)).await
+        self.settle(conn.send(cmd).await)
     }
 
     /// Runs a script invocation (loading the script first if the server lost it).
