@@ -110,10 +110,7 @@ fn only() -> Option<String> {
 
 /// Calls made under `HIT_PATH_ONLY`: `HIT_PATH_CALLS`, else [`OPS`].
 fn only_calls() -> usize {
-    std::env::var("HIT_PATH_CALLS")
-        .ok()
-        .map(|n| n.parse().expect("HIT_PATH_CALLS: a count"))
-        .unwrap_or(OPS)
+    cache_benches::count_from_env("HIT_PATH_CALLS", OPS)
 }
 
 fn main() {

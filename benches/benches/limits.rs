@@ -210,7 +210,12 @@ async fn tag_invalidation(server: &cache_tests::RedisServer) -> Vec<Verdict> {
         ("set per tag (SMEMBERS + DEL)", ENTRIES, nb, nbs),
         ("set per tag (SMEMBERS + DEL)", SMALL, ns, nss),
     ] {
-        println!("| {name} | {} | {:.3} ms | {:.3} ms |", grouped(n), ms(t), ms(sp));
+        println!(
+            "| {name} | {} | {:.3} ms | {:.3} ms |",
+            grouped(n),
+            ms(t),
+            ms(sp)
+        );
     }
     println!();
     let growth = ob.as_secs_f64() / os.as_secs_f64();

@@ -162,10 +162,7 @@ async fn run() {
             "cached" => Side::Peer,
             other => panic!("MISS_PATH_ONLY={other}: expected ours, raw or cached"),
         };
-        let n = std::env::var("MISS_PATH_CALLS")
-            .ok()
-            .map(|n| n.parse().expect("MISS_PATH_CALLS: a count"))
-            .unwrap_or(2000);
+        let n = cache_benches::count_from_env("MISS_PATH_CALLS", 2000);
         measure(side, &conn, n).await;
         return;
     }

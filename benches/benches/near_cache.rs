@@ -155,10 +155,7 @@ async fn run() {
             "moka" => Side::Moka,
             other => panic!("NEAR_ONLY={other}: expected near, decoding or moka"),
         };
-        let calls = std::env::var("NEAR_CALLS")
-            .ok()
-            .map(|n| n.parse().expect("NEAR_CALLS: a count"))
-            .unwrap_or(OPS);
+        let calls = cache_benches::count_from_env("NEAR_CALLS", OPS);
         let ns = per_call(side, &near, &moka, &redis, calls).await;
         println!("{ns:.0} ns");
         return;

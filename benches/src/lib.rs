@@ -155,3 +155,18 @@ pub fn report(bench: &str, verdicts: &[Verdict]) {
         }
     }
 }
+
+/// The count in the environment variable `var` (for a side run alone under
+/// a profiler, `*_CALLS`), else `default`.
+///
+/// # Panics
+///
+/// When `var` is set to something other than a count.
+pub fn count_from_env(var: &str, default: usize) -> usize {
+    match std::env::var(var) {
+        Ok(n) => n
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={n}: expected a count")),
+        Err(_) => default,
+    }
+}
