@@ -230,6 +230,21 @@ impl RedisServer {
         }
     }
 
+    /// [`restart`](Self::restart) with `more_args` after the arguments the
+    /// server was started with, for this restart and the later ones: for
+    /// example ACL rules (`&["--user", "default", "on", "nopass", "~*", "&*",
+    /// "+@all", "-unlink"]`) that hold back what a client may do once the
+    /// server is back.
+    ///
+    /// # Panics
+    ///
+    /// As [`restart`](Self::restart).
+    pub fn restart_with(&mut self, more_args: &[&str]) {
+        self.extra_args
+            .extend(more_args.iter().map(|s| s.to_string()));
+        self.restart();
+    }
+
     /// Whether the server process is alive (it may still be starting or
     /// loading).
     pub fn is_running(&self) -> bool {

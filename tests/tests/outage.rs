@@ -112,15 +112,46 @@ async fn invalidation_during_an_outage_is_retried_and_never_lost() {
         "during the outage: the loader's value"
     );
 
-    server.restart(); // the old value is back from the append-only file
-    // Until the retry lands, reads bypass the cache rather than serve 111.
+    // The server comes back with the old value (from the append-only file),
+    // but refuses deletes for now: the invalidation stays pending while the
+    // old value can be read.
+    server.restart_with(&[
+        "--user", "default", "on", "nopass", "~*", "&*", "+@all", "-unlink",
+    ]);
+    let mut admin = server.conn().await;
+    let stored = cache.stored_key("k1", &opts());
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&stored)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(exists, "the old value is back");
     let deadline = Instant::now() + Duration::from_secs(20);
+    while !cache.store_available() {
+        assert!(
+            Instant::now() < deadline,
+            "the store never became available"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Reads bypass the cache rather than serve 111.
+    for _ in 0..3 {
+        assert_eq!(read(&cache, 1).await, 10, "never the invalidated value");
+    }
+    assert_eq!(cache.pending_invalidations(), 1, "still pending");
+    // Deletes allowed again: the retry lands.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("+unlink")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
     while cache.pending_invalidations() > 0 {
         assert!(
             Instant::now() < deadline,
             "the invalidation was not retried"
         );
-        assert_eq!(read(&cache, 1).await, 10, "never the invalidated value");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(read(&cache, 1).await, 10);

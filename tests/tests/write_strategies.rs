@@ -79,9 +79,11 @@ async fn write_through_stores_the_new_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_that_cannot_store_deletes_the_key() {
-    // An ACL user that may run scripts but not SET: the store fails on the server.
+    // ACL users that may run scripts but not SET (the store fails on the
+    // server), and one that may not UNLINK either (the delete fails too).
     let server = RedisServer::start_with(&[
-        "--user", "nowrite", "on", ">pw", "~*", "&*", "+@all", "-set",
+        "--user", "nowrite", "on", ">pw", "~*", "&*", "+@all", "-set", "--user", "nodelete", "on",
+        ">pw", "~*", "&*", "+@all", "-set", "-unlink",
     ]);
     let prefix = cache_tests::unique_prefix("through_fail");
     let full = Cache::builder()
@@ -90,12 +92,17 @@ async fn write_through_that_cannot_store_deletes_the_key() {
         .build()
         .await
         .unwrap();
-    let restricted = Cache::builder()
-        .url(format!("redis://nowrite:pw@127.0.0.1:{}", server.port()))
-        .prefix(&prefix)
-        .build()
-        .await
-        .unwrap();
+    let port = server.port();
+    let as_user = async |url: String| {
+        Cache::builder()
+            .url(url)
+            .prefix(&prefix)
+            .op_timeout(Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap()
+    };
+    let restricted = as_user(format!("redis://nowrite:pw@127.0.0.1:{port}")).await;
     let opts = Options::new().ttl(Duration::from_secs(600));
     full.set("k", &"old", &opts).await.unwrap();
     restricted.write_through("k", &"new", &opts).await;
@@ -106,33 +113,57 @@ async fn write_through_that_cannot_store_deletes_the_key() {
         "the old value was deleted, not kept"
     );
 
-    // A paused server: the store and the delete time out; the delete is retried
-    // until the server answers, and reads bypass the cache meanwhile.
-    let paused = Cache::builder()
-        .url(server.url())
-        .prefix(&prefix)
-        .op_timeout(Duration::from_millis(100))
-        .build()
+    // The delete is refused too: it stays pending, and reads bypass the cache
+    // although the old value is still there to be read.
+    let refused = as_user(format!("redis://nodelete:pw@127.0.0.1:{port}")).await;
+    full.set("p", &"old", &opts).await.unwrap();
+    refused.write_through("p", &"new", &opts).await;
+    assert_eq!(refused.pending_invalidations(), 1);
+    assert_eq!(
+        full.get::<String>("p").await.unwrap().as_deref(),
+        Some("old"),
+        "the old value is still stored"
+    );
+    for _ in 0..3 {
+        let v: Result<String, Infallible> = refused
+            .get_or_load("p", &opts, || async { Ok("from the source".to_string()) })
+            .await;
+        assert_eq!(
+            v.unwrap(),
+            "from the source",
+            "no old value while the delete is pending"
+        );
+    }
+    // Allowed again: the retry lands.
+    let mut admin = server.conn().await;
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("nodelete")
+        .arg("+unlink")
+        .query_async(&mut admin)
         .await
         .unwrap();
-    full.set("p", &"old", &opts).await.unwrap();
+    until_no_pending(&refused).await;
+    assert_eq!(full.get::<String>("p").await.unwrap(), None);
+
+    // A paused server: the store and the delete time out; the delete is retried
+    // until the server answers.
+    let paused = as_user(server.url()).await;
+    full.set("q", &"old", &opts).await.unwrap();
     server.pause_clients(600).await;
-    paused.write_through("p", &"new", &opts).await;
+    paused.write_through("q", &"new", &opts).await;
     assert_eq!(paused.pending_invalidations(), 1);
-    let v: Result<String, Infallible> = paused
-        .get_or_load("p", &opts, || async { Ok("from the source".to_string()) })
-        .await;
-    assert_eq!(
-        v.unwrap(),
-        "from the source",
-        "no old value while the delete is pending"
-    );
+    until_no_pending(&paused).await;
+    assert_eq!(full.get::<String>("q").await.unwrap(), None);
+}
+
+/// Waits (bounded) until `cache` has applied every pending invalidation.
+async fn until_no_pending(cache: &Cache) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while paused.pending_invalidations() > 0 {
+    while cache.pending_invalidations() > 0 {
         assert!(Instant::now() < deadline, "the delete was not retried");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(full.get::<String>("p").await.unwrap(), None);
 }
 
 // ---- write-behind ----
