@@ -61,6 +61,11 @@ async fn tls_with_an_acl_user() {
         "~*",
         "&*",
         "+@all",
+        // Only the ACL user can run anything: a cache that dropped the URL's
+        // credentials would fail every command.
+        "--user",
+        "default",
+        "off",
     ]);
     let _ = &server;
     let url = format!("rediss://app:s3cret-pass@127.0.0.1:{tls_port}");
@@ -80,6 +85,18 @@ async fn tls_with_an_acl_user() {
     let v: Result<u32, Infallible> = cache.get_or_load("k", &opts, || async { Ok(6) }).await;
     assert_eq!(v.unwrap(), 5, "a hit over TLS as the ACL user");
     assert_eq!(cache.stats().errors, 0);
+
+    // The control: without the credentials, nothing is stored or served.
+    let anonymous = Cache::builder()
+        .url(format!("rediss://127.0.0.1:{tls_port}"))
+        .prefix("tls")
+        .tls_root_cert(pki.ca_pem.as_bytes())
+        .build()
+        .await
+        .unwrap();
+    let v: Result<u32, Infallible> = anonymous.get_or_load("k", &opts, || async { Ok(7) }).await;
+    assert_eq!(v.unwrap(), 7, "no hit without the ACL user");
+    assert!(anonymous.stats().errors > 0, "refused as the default user");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
