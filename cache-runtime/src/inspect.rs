@@ -213,6 +213,8 @@ pub struct NearState {
     pub pushed: u64,
     /// Times the tracking connection was lost (every copy is dropped then).
     pub losses: u64,
+    /// Reads answered from copies alone, without a command to Redis.
+    pub answered: u64,
 }
 
 /// How many reads shared a command ([`CacheBuilder::coalesce_reads`](crate::CacheBuilder::coalesce_reads)).
@@ -223,6 +225,11 @@ pub struct ReadBatches {
     pub batches: u64,
     /// Reads those `MGET`s served.
     pub reads: u64,
+    /// Of those `MGET`s, the ones that failed (every read in them then ran
+    /// its loader).
+    pub failed_batches: u64,
+    /// Reads in the failed `MGET`s.
+    pub failed_reads: u64,
 }
 
 impl Cache {
@@ -230,8 +237,13 @@ impl Cache {
     /// Redis with [`coalesce_reads`](crate::CacheBuilder::coalesce_reads) on).
     /// `reads / batches` is the mean number of reads per shared command.
     pub fn read_batches(&self) -> Option<ReadBatches> {
-        let (batches, reads) = self.inner.store.read_batches()?;
-        Some(ReadBatches { batches, reads })
+        let c = self.inner.store.read_batches()?;
+        Some(ReadBatches {
+            batches: c.batches,
+            reads: c.reads,
+            failed_batches: c.failed_batches,
+            failed_reads: c.failed_reads,
+        })
     }
 
     /// The near cache's state, when the cache has one.
@@ -241,6 +253,7 @@ impl Cache {
             live: near.live(),
             pushed: near.pushed(),
             losses: near.losses(),
+            answered: near.answered(),
         })
     }
 

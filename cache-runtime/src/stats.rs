@@ -115,7 +115,7 @@ pub(crate) fn stripe() -> usize {
 struct Stripe(AtomicU64);
 
 impl Striped {
-    fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0[stripe()].0.fetch_add(n, Relaxed);
     }
 

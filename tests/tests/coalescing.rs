@@ -177,9 +177,14 @@ async fn a_failed_shared_read_runs_every_callers_loader() {
     );
     assert!(loaded > 0, "reads timed out and ran their loaders");
     let batches = cache.read_batches().expect("coalescing on");
+    let failed = batches.failed_reads - batches_before.failed_reads;
     assert!(
-        batches.batches > batches_before.batches,
+        batches.failed_batches > batches_before.failed_batches && failed > 0,
         "shared reads failed too: {batches:?}"
+    );
+    assert!(
+        loaded >= failed,
+        "each of the {failed} reads in a failed batch ran its loader ({loaded} loads)"
     );
     assert!(after.errors > before.errors);
     assert_eq!(

@@ -41,6 +41,18 @@ pub(crate) struct Coalescer {
     /// Batches of two or more callers sent, and the callers they served.
     batches: AtomicU64,
     shared_reads: AtomicU64,
+    /// Of those, the batches whose read failed, and their callers.
+    failed_batches: AtomicU64,
+    failed_reads: AtomicU64,
+}
+
+/// What a coalescer has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counts {
+    pub(crate) batches: u64,
+    pub(crate) reads: u64,
+    pub(crate) failed_batches: u64,
+    pub(crate) failed_reads: u64,
 }
 
 #[repr(align(128))]
@@ -144,15 +156,20 @@ impl Coalescer {
             inflight: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             shared_reads: AtomicU64::new(0),
+            failed_batches: AtomicU64::new(0),
+            failed_reads: AtomicU64::new(0),
         }
     }
 
-    /// Batches of two or more callers sent so far, and the reads they served.
-    pub(crate) fn counts(&self) -> (u64, u64) {
-        (
-            self.batches.load(Ordering::Relaxed),
-            self.shared_reads.load(Ordering::Relaxed),
-        )
+    /// Batches of two or more callers sent so far, the reads they served,
+    /// and those of them that failed.
+    pub(crate) fn counts(&self) -> Counts {
+        Counts {
+            batches: self.batches.load(Ordering::Relaxed),
+            reads: self.shared_reads.load(Ordering::Relaxed),
+            failed_batches: self.failed_batches.load(Ordering::Relaxed),
+            failed_reads: self.failed_reads.load(Ordering::Relaxed),
+        }
     }
 
     /// Joins the open batch of this worker, opens one, or (nothing else in
@@ -201,6 +218,7 @@ impl Coalescer {
             slot,
             shared,
             len: n,
+            callers: 1,
             delivered: false,
         })
     }
@@ -247,6 +265,8 @@ pub(crate) struct Leader<'a> {
     slot: &'a Slot,
     shared: Arc<Shared>,
     len: usize,
+    /// Callers in the batch once it is closed, the leader included.
+    callers: u64,
     delivered: bool,
 }
 
@@ -290,6 +310,7 @@ impl<'a> Leader<'a> {
                 "batched read: the batch was closed by another caller",
             ))));
         };
+        self.callers = mine.callers;
         if mine.callers > 1 {
             self.coalescer.batches.fetch_add(1, Ordering::Relaxed);
             self.coalescer
@@ -318,6 +339,11 @@ impl<'a> Leader<'a> {
                 Ok(all)
             }
             Err(e) => {
+                if self.callers > 1 {
+                    let c = self.coalescer;
+                    c.failed_batches.fetch_add(1, Ordering::Relaxed);
+                    c.failed_reads.fetch_add(self.callers, Ordering::Relaxed);
+                }
                 *outcome = Outcome::Failed(Failure::of(&e));
                 Err(e)
             }
@@ -383,9 +409,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_lone_read_sends_its_own_command() {
+    async fn a_read_with_nothing_in_flight_reads_alone_and_opens_no_batch() {
         let c = Coalescer::new();
-        assert!(matches!(c.join("a", &[]), Role::Alone(_)));
+        let first = alone(&c, "a");
+        // Had the first read opened a batch, this one would join it.
+        let _second = leader(&c, "b");
+        drop(first);
+        assert_eq!(c.counts(), Counts::default());
     }
 
     #[tokio::test]
@@ -403,7 +433,9 @@ mod tests {
         assert_eq!(mine, vec![value("A")]);
         let theirs = member.wait().await.expect("delivered").expect("read");
         assert_eq!(theirs, vec![None, value("T")]);
-        assert_eq!(c.counts(), (1, 2));
+        let counts = c.counts();
+        assert_eq!((counts.batches, counts.reads), (1, 2));
+        assert_eq!((counts.failed_batches, counts.failed_reads), (0, 0));
     }
 
     #[tokio::test]
@@ -455,6 +487,8 @@ mod tests {
             member.wait().await,
             Some(Err(Error::Timeout(d))) if d == timeout
         ));
+        let counts = c.counts();
+        assert_eq!((counts.failed_batches, counts.failed_reads), (1, 2));
     }
 
     #[tokio::test]

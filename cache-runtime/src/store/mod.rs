@@ -153,8 +153,8 @@ impl Store {
         }
     }
 
-    /// Coalesced-read counts (batches, reads), when reads are coalesced.
-    pub(crate) fn read_batches(&self) -> Option<(u64, u64)> {
+    /// Coalesced-read counts, when reads are coalesced.
+    pub(crate) fn read_batches(&self) -> Option<batch::Counts> {
         match self {
             Store::Redis(s) => s.read_batches(),
             _ => None,

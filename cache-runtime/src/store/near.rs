@@ -149,6 +149,8 @@ pub(crate) struct Near {
     live: AtomicBool,
     /// Times the tracking connection was lost.
     losses: AtomicU64,
+    /// Reads answered from copies alone.
+    answered: crate::stats::Striped,
     /// Invalidations received from Redis (pushes), for statistics and
     /// tests; watchable.
     pushed: tokio::sync::watch::Sender<u64>,
@@ -171,6 +173,7 @@ impl Near {
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
             losses: AtomicU64::new(0),
+            answered: crate::stats::Striped::default(),
             pushed: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -276,6 +279,16 @@ impl Near {
         }
         // Counted once applied: whoever sees the count sees its effect.
         self.pushed.send_modify(|n| *n += 1);
+    }
+
+    /// A read was answered from copies alone.
+    pub(crate) fn answered_one(&self) {
+        self.answered.add(1);
+    }
+
+    /// Reads answered from copies alone so far.
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.sum()
     }
 
     /// Invalidations pushed by Redis so far.

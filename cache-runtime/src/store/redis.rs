@@ -420,7 +420,7 @@ impl RedisStore {
     }
 
     /// Coalesced-read counts, when reads are coalesced.
-    pub(crate) fn read_batches(&self) -> Option<(u64, u64)> {
+    pub(crate) fn read_batches(&self) -> Option<super::batch::Counts> {
         self.coalescer.as_ref().map(Coalescer::counts)
     }
 
@@ -728,6 +728,7 @@ fn near_peek(near: &Near, entry: &str, tag_keys: &[String]) -> Option<super::Pee
     for t in tag_keys {
         tags.push(Some(near.get(t)?.bytes().to_vec()));
     }
+    near.answered_one();
     Some(super::Peek {
         entry: Some(super::Bytes::Shared(bytes)),
         tags,
