@@ -47,11 +47,19 @@ impl Breaker {
     /// Whether an operation may go to the store now.
     #[inline]
     pub(crate) fn allow(&self) -> bool {
+        if self.open_until.load(Relaxed) == 0 {
+            return true;
+        }
+        self.allow_at(now_us())
+    }
+
+    /// [`allow`](Self::allow) at `now` (µs since the breaker's epoch).
+    fn allow_at(&self, now: u64) -> bool {
         let until = self.open_until.load(Relaxed);
         if until == 0 {
             return true;
         }
-        if now_us() < until {
+        if now < until {
             return false;
         }
         // Half-open: exactly one probe at a time.
@@ -72,13 +80,18 @@ impl Breaker {
     }
 
     pub(crate) fn failure(&self) {
+        self.failure_at(now_us());
+    }
+
+    /// [`failure`](Self::failure) at `now` (µs since the breaker's epoch).
+    fn failure_at(&self, now: u64) {
         if self.probing.swap(false, Relaxed) {
-            self.open_until.store(now_us() + self.cooldown_us, Relaxed);
+            self.open_until.store(now + self.cooldown_us, Relaxed);
             return;
         }
         let n = self.failures.fetch_add(1, Relaxed) + 1;
         if n >= self.threshold && self.open_until.load(Relaxed) == 0 {
-            self.open_until.store(now_us() + self.cooldown_us, Relaxed);
+            self.open_until.store(now + self.cooldown_us, Relaxed);
             tracing::warn!(
                 failures = n,
                 "cache: store failing; circuit open, reads go to their loaders"
@@ -96,27 +109,31 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    /// Times in µs on the breaker's own clock, moved by the test alone.
     #[test]
     fn opens_after_threshold_and_probes_after_cooldown() {
         let b = Breaker::new(3, Duration::from_millis(20));
+        let mut now = 1_000_000;
         for _ in 0..2 {
-            assert!(b.allow());
-            b.failure();
+            assert!(b.allow_at(now));
+            b.failure_at(now);
         }
         assert!(!b.is_open());
-        b.failure();
+        b.failure_at(now);
         assert!(b.is_open());
-        assert!(!b.allow(), "open: no I/O");
-        std::thread::sleep(Duration::from_millis(25));
-        assert!(b.allow(), "one probe after the cooldown");
-        assert!(!b.allow(), "only one");
-        b.failure();
-        assert!(!b.allow(), "failed probe: open again");
-        std::thread::sleep(Duration::from_millis(25));
-        assert!(b.allow());
+        assert!(!b.allow_at(now), "open: no I/O");
+        now += 19_999;
+        assert!(!b.allow_at(now), "open for the whole cooldown");
+        now += 1;
+        assert!(b.allow_at(now), "one probe after the cooldown");
+        assert!(!b.allow_at(now), "only one");
+        b.failure_at(now);
+        assert!(!b.allow_at(now + 19_999), "failed probe: open again");
+        now += 20_000;
+        assert!(b.allow_at(now));
         b.success();
         assert!(!b.is_open());
-        assert!(b.allow() && b.allow(), "closed");
+        assert!(b.allow_at(now) && b.allow_at(now), "closed");
     }
 
     #[test]

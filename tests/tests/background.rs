@@ -19,11 +19,16 @@ use cache_runtime::{Cache, Options, cached};
 use common::Backend;
 use tokio::sync::{Notify, oneshot};
 
-fn real_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// The test clocks' time zero: the wall clock when first asked, then frozen,
+/// so that only the test moves these clocks (a slow machine cannot).
+fn frozen_now() -> u64 {
+    static START: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    });
+    *START
 }
 
 /// Waits (bounded) until `cond` holds, yielding between looks.
@@ -56,13 +61,13 @@ static OFFSET_REDIS: AtomicU64 = AtomicU64::new(0);
 static OFFSET_CLUSTER: AtomicU64 = AtomicU64::new(0);
 
 fn clock_memory() -> u64 {
-    real_now() + OFFSET_MEMORY.load(SeqCst)
+    frozen_now() + OFFSET_MEMORY.load(SeqCst)
 }
 fn clock_redis() -> u64 {
-    real_now() + OFFSET_REDIS.load(SeqCst)
+    frozen_now() + OFFSET_REDIS.load(SeqCst)
 }
 fn clock_cluster() -> u64 {
-    real_now() + OFFSET_CLUSTER.load(SeqCst)
+    frozen_now() + OFFSET_CLUSTER.load(SeqCst)
 }
 
 async fn stale_refresh_runs_in_the_background(b: Backend) {
@@ -117,7 +122,7 @@ static EARLY_VALUE: AtomicU64 = AtomicU64::new(1);
 static EARLY_OFFSET: AtomicU64 = AtomicU64::new(0);
 
 fn early_clock() -> u64 {
-    real_now() + EARLY_OFFSET.load(SeqCst)
+    frozen_now() + EARLY_OFFSET.load(SeqCst)
 }
 
 fn early_random() -> f64 {

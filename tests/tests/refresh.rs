@@ -11,14 +11,19 @@ use cache_runtime::Options;
 use common::Backend;
 use tokio::sync::{Barrier, Notify};
 
-fn real_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
+/// The test clocks' time zero: the wall clock when first asked, then frozen,
+/// so that only the test moves these clocks (a slow machine cannot).
+fn frozen_now() -> u64 {
+    static START: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    });
+    *START
 }
 
-/// A test clock: real time plus an offset the test moves, and a random
+/// A test clock: a frozen time plus an offset the test moves, and a random
 /// source the test sets; one per test and store, since tests run in parallel.
 struct Knobs {
     offset: AtomicU64,
@@ -31,7 +36,7 @@ macro_rules! knobs {
     ($name:ident) => {
         static $name: Knobs = {
             fn clock() -> u64 {
-                real_now() + $name.offset.load(SeqCst)
+                frozen_now() + $name.offset.load(SeqCst)
             }
             fn rand() -> f64 {
                 f64::from_bits($name.random.load(SeqCst))
