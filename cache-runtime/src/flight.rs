@@ -90,6 +90,9 @@ pub(crate) struct Flights {
     /// Slots that callers may join before reading the store; lets a hit skip
     /// the map entirely while no key is being loaded.
     joinable: AtomicUsize,
+    /// Waits that ended on their time limit rather than a landing or a
+    /// wake-up: each is a caller that looked again only on its safety net.
+    timed_out: std::sync::atomic::AtomicU64,
 }
 
 /// What a caller that missed gets from [`Flights::acquire`].
@@ -101,6 +104,11 @@ pub(crate) enum Acquire<'a> {
 }
 
 impl Flights {
+    /// Waits so far that ended on their time limit.
+    pub(crate) fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<String, SlotRef>> {
         match self.map.lock() {
             Ok(g) => g,
@@ -259,7 +267,13 @@ impl Waiter<'_> {
                 }
             }
         };
-        tokio::time::timeout(limit, wait).await.unwrap_or(None)
+        match tokio::time::timeout(limit, wait).await {
+            Ok(landed) => landed,
+            Err(_) => {
+                self.flights.timed_out.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
 }
 

@@ -257,6 +257,14 @@ impl Cache {
         })
     }
 
+    /// Waits for a fill that ended on their time limit (the safety net)
+    /// rather than on the fill's landing or its wake-up message. For tests
+    /// that check wake-ups arrive.
+    #[doc(hidden)]
+    pub fn waits_timed_out(&self) -> u64 {
+        self.inner.flights.timed_out()
+    }
+
     /// Waits until the near cache has applied more than `seen` pushed
     /// invalidations ([`NearState::pushed`]); at once without a near cache.
     /// For tests and tools that watch invalidations arrive.
