@@ -41,4 +41,4 @@ mod server;
 
 pub use cluster::{RedisCluster, SlotMove, redis_cli_bin, shared_cluster};
 pub use ports::free_port;
-pub use server::{RedisServer, redis_server_bin, shared, unique_prefix};
+pub use server::{RedisServer, Sleeping, redis_server_bin, shared, unique_prefix};

@@ -70,6 +70,25 @@ pub struct RedisServer {
     child: Mutex<Option<Child>>,
 }
 
+/// A `DEBUG SLEEP` sent by [`RedisServer::debug_sleep`]: whether the server
+/// has answered it, that is, woken up.
+#[derive(Debug, Clone)]
+pub struct Sleeping {
+    over: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Sleeping {
+    /// Whether the server has answered the `DEBUG SLEEP` (its sleep is over).
+    pub fn is_over(&self) -> bool {
+        *self.over.borrow()
+    }
+
+    /// Waits until the server has answered the `DEBUG SLEEP`.
+    pub async fn over(mut self) {
+        let _ = self.over.wait_for(|over| *over).await;
+    }
+}
+
 /// Why a launch did not give a ready server.
 enum LaunchError {
     /// Someone else holds the port: a new port may work.
@@ -321,20 +340,20 @@ impl RedisServer {
     /// command from any client waits until the sleep ends.
     ///
     /// The command is written on a new connection of its own, and this method
-    /// returns as soon as it has been handed to the kernel, *without* waiting
-    /// for the sleep or its reply: the reply is read by a task spawned on the
-    /// current Tokio runtime (so this must be called inside one), which keeps
-    /// the connection open until the server answers. The server starts
-    /// sleeping as soon as it reads the command, before any command written
-    /// afterwards by the caller. Needs `--enable-debug-command yes`, which the
-    /// harness sets; a server started with it overridden replies with an
-    /// error and does not sleep.
+    /// returns as soon as the server is asleep (its main thread is in a
+    /// `nanosleep` system call, read from `/proc`), *without* waiting for the
+    /// sleep to end: every command written afterwards waits for it. The reply
+    /// is read by a task spawned on the current Tokio runtime (so this must be
+    /// called inside one), which keeps the connection open until the server
+    /// answers; the returned [`Sleeping`] tells when it has. Needs
+    /// `--enable-debug-command yes`, which the harness sets; a server started
+    /// with it overridden replies with an error and does not sleep.
     ///
     /// # Panics
     ///
     /// When `secs` is negative or not finite, or when the command cannot be
     /// sent.
-    pub async fn debug_sleep(&self, secs: f64) {
+    pub async fn debug_sleep(&self, secs: f64) -> Sleeping {
         assert!(
             secs.is_finite() && secs >= 0.0,
             "DEBUG SLEEP needs a finite, non-negative duration, got {secs}"
@@ -351,10 +370,39 @@ impl RedisServer {
             .write_all(command.as_bytes())
             .await
             .unwrap_or_else(|e| panic!("sending DEBUG SLEEP to {}: {e}", self.url()));
+        let (woke, over) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let mut reply = [0u8; 256];
             let _ = stream.read(&mut reply).await;
+            let _ = woke.send(true);
         });
+        let sleeping = Sleeping { over };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.asleep() && !sleeping.is_over() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server at {} did not start its DEBUG SLEEP",
+                self.url()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sleeping
+    }
+
+    /// Whether the server's main thread is in `nanosleep` or
+    /// `clock_nanosleep` (x86-64 and aarch64 numbers), as during `DEBUG SLEEP`.
+    fn asleep(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return false;
+        };
+        let syscall = std::fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+        let number = syscall.split_whitespace().next().unwrap_or("");
+        let sleeps: &[&str] = if cfg!(target_arch = "aarch64") {
+            &["101", "115"]
+        } else {
+            &["35", "230"]
+        };
+        sleeps.contains(&number)
     }
 
     /// The server's own temporary directory (its `--dir`: RDB and AOF files,

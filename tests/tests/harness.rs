@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use cache_tests::{RedisCluster, RedisServer, free_port, shared, unique_prefix};
 use redis::RedisResult;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 /// Upper bound for anything that should happen "soon".
@@ -41,19 +40,6 @@ fn process_alive(pid: u32) -> bool {
             .unwrap_or(true),
         Err(_) => false,
     }
-}
-
-/// Runs `PING` on `conn` in a task; the receiver fires when it is answered,
-/// with the reply and the instant it came.
-fn ping_in_background(
-    mut conn: MultiplexedConnection,
-) -> oneshot::Receiver<(RedisResult<String>, Instant)> {
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
-        let reply = ping(&mut conn).await;
-        let _ = tx.send((reply, Instant::now()));
-    });
-    rx
 }
 
 #[tokio::test]
@@ -209,59 +195,49 @@ async fn a_server_requiring_a_password_starts() {
     assert_eq!(ping(&mut conn).await.expect("PING"), "PONG");
 }
 
+/// The server's clock (`TIME`), in microseconds.
+async fn server_time_us(conn: &mut MultiplexedConnection) -> u64 {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(conn).await.expect("TIME");
+    secs * 1_000_000 + micros
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_clients_holds_commands_until_the_pause_ends() {
     let server = RedisServer::start();
     // Connect before pausing: the connection's set-up commands would be held
     // too.
-    let conn = server.conn().await;
-
-    let paused_at = Instant::now();
+    let mut conn = server.conn().await;
+    let before = server_time_us(&mut conn).await;
     server.pause_clients(1000).await;
-    let mut answered = ping_in_background(conn);
-
+    // Read on the server's own clock: a command sent during the pause runs
+    // only once it has ended, however slow this machine is.
+    let after = server_time_us(&mut conn).await;
     assert!(
-        timeout(Duration::from_millis(250), &mut answered)
-            .await
-            .is_err(),
-        "PING was answered during CLIENT PAUSE"
+        after - before >= 1_000_000,
+        "TIME ran {} µs after the pause began",
+        after - before
     );
-    let (reply, at) = timeout(BOUND, answered)
-        .await
-        .expect("PING answered once the pause ended")
-        .expect("the PING task ran");
-    assert_eq!(reply.expect("PING"), "PONG");
-    let held = at - paused_at;
-    assert!(held >= Duration::from_millis(900), "held only {held:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_sleep_blocks_the_server_without_blocking_the_caller() {
     let server = RedisServer::start();
-    let conn = server.conn().await;
-
-    let called_at = Instant::now();
-    server.debug_sleep(1.5).await;
-    let returned_after = called_at.elapsed();
+    let mut conn = server.conn().await;
+    let before = server_time_us(&mut conn).await;
+    let sleeping = server.debug_sleep(1.5).await;
     assert!(
-        returned_after < Duration::from_millis(1000),
-        "debug_sleep blocked its caller for {returned_after:?}"
+        !sleeping.is_over(),
+        "debug_sleep returned only once the server had woken"
     );
-    let mut answered = ping_in_background(conn);
-
+    let after = server_time_us(&mut conn).await;
     assert!(
-        timeout(Duration::from_millis(250), &mut answered)
-            .await
-            .is_err(),
-        "PING was answered during DEBUG SLEEP"
+        after - before >= 1_500_000,
+        "TIME ran {} µs after the sleep began",
+        after - before
     );
-    let (reply, at) = timeout(BOUND, answered)
+    timeout(BOUND, sleeping.over())
         .await
-        .expect("PING answered once the sleep ended")
-        .expect("the PING task ran");
-    assert_eq!(reply.expect("PING"), "PONG");
-    let held = at - called_at;
-    assert!(held >= Duration::from_millis(1400), "held only {held:?}");
+        .expect("the sleep's reply");
 }
 
 #[test]
