@@ -345,11 +345,7 @@ async fn holder_child() {
 /// and every waiter gets the value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_leader_hands_over() {
-    for backend in [
-        common::Backend::Memory,
-        common::Backend::Redis,
-        common::Backend::Cluster,
-    ] {
+    for backend in common::Backend::all() {
         let cache = backend
             .builder("cancel")
             .lease_ttl(Duration::from_secs(30))

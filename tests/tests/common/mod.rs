@@ -13,6 +13,16 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Every store; without the cluster when `CACHE_TESTS_NO_CLUSTER` is set
+    /// (runs that must stay fast, such as `scripts/mutants.sh`).
+    pub fn all() -> Vec<Backend> {
+        let mut all = vec![Backend::Memory, Backend::Redis];
+        if std::env::var_os("CACHE_TESTS_NO_CLUSTER").is_none() {
+            all.push(Backend::Cluster);
+        }
+        all
+    }
+
     /// A cache on this store, isolated from every other test by its prefix.
     pub async fn cache(self, name: &str) -> Cache {
         self.builder(name).build().await.expect("cache builds")
