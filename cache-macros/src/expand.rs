@@ -16,6 +16,7 @@ use syn::spanned::Spanned as _;
 use syn::{AttrStyle, Attribute, ItemFn, Path, ReturnType, Type};
 
 use crate::args::{CachedArgs, Codec, Common, InvalidatesArgs, Strategy, When};
+use crate::checks;
 use crate::errors::Errors;
 use crate::template::Modifier;
 use crate::validate::{self, BehindPlan, CachedPlan, InvalidatesPlan, Key, Piece, Resolved};
@@ -247,9 +248,14 @@ fn options(p: &TokenStream, plan: &CachedPlan) -> TokenStream {
             Codec::Postcard => quote!(#p::CodecKind::Postcard),
             Codec::Json => quote!(#p::CodecKind::Json),
             Codec::MsgPack => quote!(#p::CodecKind::MsgPack),
-            // Spanned at the literal: without the runtime's `bincode`
-            // feature, the trait bound's message points there.
-            Codec::Bincode => quote_spanned!(codec.lit.span()=> #p::bincode_codec::<()>()),
+            Codec::Bincode => checks::feature_gate(
+                p,
+                "if_bincode",
+                "bincode",
+                "`codec = \"bincode\"`",
+                codec.lit.span(),
+                quote!(#p::CodecKind::Bincode),
+            ),
         };
         chain.extend(quote!(.codec(#kind)));
     }
@@ -652,12 +658,15 @@ mod tests {
 
     #[test]
     fn crate_path_replaces_the_runtime() {
-        let out = expand(cached, r#"key = "k", crate = "::renamed::inner""#, ITEM).to_string();
-        assert!(
-            out.contains(":: renamed :: inner :: __private :: Wrap"),
-            "{out}"
-        );
-        assert!(!out.contains("cache_runtime"), "{out}");
+        let attrs = [
+            r#"key = "k:{id}", crate = "::renamed::inner""#,
+            r#"key = "k", crate = "::renamed::inner", codec = "bincode""#,
+        ];
+        for attr in attrs {
+            let out = expand(cached, attr, ITEM).to_string();
+            assert!(out.contains(":: renamed :: inner :: __private ::"), "{out}");
+            assert!(!out.contains("cache_runtime"), "{out}");
+        }
     }
 
     #[test]

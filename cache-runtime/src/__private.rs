@@ -79,26 +79,32 @@ pub fn borrow_cache<C: core::borrow::Borrow<Cache> + ?Sized>(c: &C) -> &Cache {
     c.borrow()
 }
 
-/// The codec behind `codec = "bincode"`; it exists only with the runtime's
-/// `bincode` feature, and says so when it is missing.
-pub fn bincode_codec<T: BincodeEnabled>() -> CodecKind {
-    T::KIND
-}
+// Cargo features the expansion depends on. Each has a gate: a macro that
+// takes two groups, `{ when on } { when off }`, and expands to the first when
+// the runtime is built with the feature and to the second otherwise. The
+// expansion passes a `compile_error!` naming the feature as the second group,
+// spanned at the argument that needs it, so a missing feature is one error
+// there. (A gate is `#[macro_export]`ed, as a macro must be to be used from
+// another crate, and re-exported here under a short name.) To gate another
+// feature, copy the pair below and add its re-export.
 
-/// Implemented only when the `bincode` feature of cache-runtime is on.
-#[diagnostic::on_unimplemented(
-    message = "`codec = \"bincode\"` needs the `bincode` feature of cache-runtime",
-    label = "enable it with `cache-runtime = {{ version = \"..\", features = [\"bincode\"] }}`"
-)]
-pub trait BincodeEnabled {
-    #[doc(hidden)]
-    const KIND: CodecKind;
-}
-
+/// `{ on } { off }`: `on`, as the runtime has the `bincode` feature.
 #[cfg(feature = "bincode")]
-impl BincodeEnabled for () {
-    const KIND: CodecKind = CodecKind::Bincode;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cache_runtime_if_bincode {
+    ({ $($on:tt)* } { $($off:tt)* }) => { $($on)* };
 }
+
+/// `{ on } { off }`: `off`, as the runtime lacks the `bincode` feature.
+#[cfg(not(feature = "bincode"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cache_runtime_if_bincode {
+    ({ $($on:tt)* } { $($off:tt)* }) => { $($off)* };
+}
+
+pub use crate::__cache_runtime_if_bincode as if_bincode;
 
 /// Selects how a return type is cached, by autoref specialisation:
 /// `(&&&Wrap::<R>::new()).kind()` picks, in this order,

@@ -1,0 +1,115 @@
+//! Requirements that only the compiler can check, reported where the user
+//! wrote what they concern.
+//!
+//! A cargo feature of the runtime is checked by one of the runtime's gate
+//! macros (see [`feature_gate`]).
+
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{format_ident, quote};
+
+/// Where a check reports: from the first to the last token of what the user
+/// wrote. (A span cannot be widened over several tokens on stable Rust, but
+/// an expression whose first token is at `first` and last at `last` covers
+/// both and all between.)
+#[derive(Clone, Copy)]
+pub struct Spot {
+    first: Span,
+    last: Span,
+}
+
+impl Spot {
+    /// One token.
+    pub fn at(span: Span) -> Self {
+        Spot {
+            first: span,
+            last: span,
+        }
+    }
+
+    /// `tokens`, spanned so that an expression made of them covers the spot:
+    /// the last token (tree) at its end, everything before at its start.
+    fn respan(self, tokens: TokenStream) -> TokenStream {
+        let mut tokens: Vec<TokenTree> = tokens.into_iter().collect();
+        let last = tokens.pop().map(|token| respan(token, self.last));
+        tokens
+            .into_iter()
+            .map(|token| respan(token, self.first))
+            .chain(last)
+            .collect()
+    }
+}
+
+/// `token`, and every token and delimiter inside it, spanned at `span`.
+fn respan(mut token: TokenTree, span: Span) -> TokenTree {
+    if let TokenTree::Group(group) = &token {
+        let stream = group
+            .stream()
+            .into_iter()
+            .map(|t| respan(t, span))
+            .collect();
+        let mut respanned = Group::new(group.delimiter(), stream);
+        respanned.set_span(span);
+        token = TokenTree::Group(respanned);
+    } else {
+        token.set_span(span);
+    }
+    token
+}
+
+/// `on` when the runtime has the cargo feature `feature`, and otherwise one
+/// error at `span` saying that `what` needs it and how to enable it. `gate`
+/// is the runtime's gate macro for the feature (`if_bincode`).
+pub fn feature_gate(
+    p: &TokenStream,
+    gate: &str,
+    feature: &str,
+    what: &str,
+    span: Span,
+    on: TokenStream,
+) -> TokenStream {
+    let gate = format_ident!("{gate}");
+    let message = format!(
+        "{what} needs the `{feature}` feature of cache-runtime; enable it in Cargo.toml with \
+         `cache-runtime = {{ version = \"..\", features = [\"{feature}\"] }}`"
+    );
+    let spot = Spot::at(span);
+    let error = spot.respan(quote!(#p::core::compile_error! { #message }));
+    let gate = spot.respan(quote!(#p::#gate!));
+    quote!(#gate { { #on } { #error } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(tokens: &TokenStream) -> String {
+        tokens
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_missing_feature_is_a_compile_error_inside_its_gate() {
+        let p = quote!(::renamed::__private);
+        let out = feature_gate(
+            &p,
+            "if_bincode",
+            "bincode",
+            "`codec = \"bincode\"`",
+            Span::call_site(),
+            quote!(on),
+        );
+        let out = flat(&out);
+        assert!(
+            out.starts_with(":: renamed :: __private :: if_bincode ! { { on } {"),
+            "{out}"
+        );
+        assert!(
+            out.contains(":: renamed :: __private :: core :: compile_error !"),
+            "{out}"
+        );
+        assert!(out.contains("features = [\\\"bincode\\\"]"), "{out}");
+    }
+}
