@@ -1,11 +1,17 @@
 //! Requirements that only the compiler can check, reported where the user
 //! wrote what they concern.
 //!
+//! A requirement on a type (`cache = expr` borrows as a `Cache`, ...) is a
+//! trait of the runtime's `__private::requirements`, worded for the error
+//! that reports it unmet. The expansion calls the trait with the call's
+//! tokens spanned at the user's tokens, so that error is the only one, and
+//! points there.
+//!
 //! A cargo feature of the runtime is checked by one of the runtime's gate
 //! macros (see [`feature_gate`]).
 
-use proc_macro2::{Group, Span, TokenStream, TokenTree};
-use quote::{format_ident, quote};
+use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote};
 
 /// Where a check reports: from the first to the last token of what the user
 /// wrote. (A span cannot be widened over several tokens on stable Rust, but
@@ -18,6 +24,14 @@ pub struct Spot {
 }
 
 impl Spot {
+    /// The tokens of `node`.
+    pub fn of(node: &impl ToTokens) -> Self {
+        let mut tokens = node.to_token_stream().into_iter();
+        let first = tokens.next().map_or_else(Span::call_site, |t| t.span());
+        let last = tokens.last().map_or(first, |t| t.span());
+        Spot { first, last }
+    }
+
     /// One token.
     pub fn at(span: Span) -> Self {
         Spot {
@@ -54,6 +68,32 @@ fn respan(mut token: TokenTree, span: Span) -> TokenTree {
         token.set_span(span);
     }
     token
+}
+
+/// `#p::requirements::Trait::function(argument, rest..)`, reported at
+/// `spot`. The compiler reports an unmet bound on `Self` at the argument it
+/// is inferred from (so that argument is `identity(argument)`, spanned
+/// there), and may point at the call as well (so the call is spanned there
+/// too).
+fn call(
+    p: &TokenStream,
+    (trait_name, function): (&str, &str),
+    argument: &TokenStream,
+    rest: TokenStream,
+    spot: Spot,
+) -> TokenStream {
+    let (trait_name, function) = (format_ident!("{trait_name}"), format_ident!("{function}"));
+    let argument = spot.respan(quote!(#p::core::convert::identity(#argument)));
+    let function = spot.respan(quote!(#p::requirements::#trait_name::#function));
+    let mut arguments = Group::new(Delimiter::Parenthesis, quote!(#argument #rest));
+    arguments.set_span(spot.last);
+    quote!(#function #arguments)
+}
+
+/// `&Cache` from `holder`, a reference to the value of `cache = expr`,
+/// reporting at `spot` (the expression) when it does not borrow as a cache.
+pub fn cache_handle(p: &TokenStream, holder: &TokenStream, spot: Spot) -> TokenStream {
+    call(p, ("BorrowsCache", "cache"), holder, quote!(), spot)
 }
 
 /// `on` when the runtime has the cargo feature `feature`, and otherwise one

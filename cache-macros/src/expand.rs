@@ -96,7 +96,8 @@ fn return_type(func: &ItemFn) -> TokenStream {
 fn cache_ref(p: &TokenStream, common: &Common) -> TokenStream {
     match &common.cache {
         Some(expr) => {
-            let borrow = quote_spanned!(expr.span()=> #p::borrow_cache(__cache_holder));
+            let spot = checks::Spot::of(expr);
+            let borrow = checks::cache_handle(p, &quote!(__cache_holder), spot);
             quote! {
                 let __cache_holder = &(#expr);
                 let __cache_ref: &#p::Cache = #borrow;
@@ -660,7 +661,7 @@ mod tests {
     fn crate_path_replaces_the_runtime() {
         let attrs = [
             r#"key = "k:{id}", crate = "::renamed::inner""#,
-            r#"key = "k", crate = "::renamed::inner", codec = "bincode""#,
+            r#"key = "k", crate = "::renamed::inner", codec = "bincode", cache = c"#,
         ];
         for attr in attrs {
             let out = expand(cached, attr, ITEM).to_string();

@@ -11,6 +11,8 @@ use std::marker::PhantomData;
 
 use crate::lead::{Detached, Inline};
 
+pub mod requirements;
+
 pub use crate::behind::{FLUSH_HANDLERS, FlushFn, FlushHandler, FlushResult, decode_args};
 pub use crate::codec::CodecKind;
 pub use crate::key::KeyWriter;
@@ -71,12 +73,6 @@ impl<T: ?Sized> KeyNotInteger for &KeyPart<'_, T> {
 /// every body and warns once.
 pub fn global() -> &'static Cache {
     Cache::global()
-}
-
-/// `cache = expr`: accepts a `Cache`, a `&Cache`, an `Arc<Cache>` and
-/// anything else that borrows as a `Cache`.
-pub fn borrow_cache<C: core::borrow::Borrow<Cache> + ?Sized>(c: &C) -> &Cache {
-    c.borrow()
 }
 
 // Cargo features the expansion depends on. Each has a gate: a macro that

@@ -1,0 +1,38 @@
+//! What the user's types must be for the generated code to compile, one
+//! trait per requirement, each named and worded for the error that reports
+//! it unmet: the user's type, what it lacks, and what to do.
+//!
+//! The expansion checks a requirement by calling the trait on a marker of
+//! the type (or on the value), with the call spanned at the tokens the user
+//! wrote, so the error points there. The compiler reports the trait's own
+//! `#[diagnostic::on_unimplemented]` message rather than a bound behind it,
+//! because the impls are `#[diagnostic::do_not_recommend]`.
+//!
+//! The crate root re-exports this module, hidden, as `__requirements`: the
+//! compiler names a trait by its bare name (`BorrowsCache`, not
+//! `cache_runtime::__private::requirements::BorrowsCache`) only when it finds
+//! it on a path from the crate root that does not pass through a
+//! `#[doc(hidden)]` module, as `__private` is.
+
+use crate::Cache;
+
+/// `cache = expr` is a cache, or borrows as one.
+#[diagnostic::on_unimplemented(
+    message = "`cache = ...` must be a `Cache`, a `&Cache` or an `Arc<Cache>` (anything that \
+               borrows as a `Cache`), not `{Self}`",
+    label = "not a `Cache`",
+    note = "give the cache itself (a field of type `Cache` or `Arc<Cache>`, say), or leave \
+            `cache` out to use the installed global cache"
+)]
+pub trait BorrowsCache {
+    /// The cache.
+    fn cache(&self) -> &Cache;
+}
+
+#[diagnostic::do_not_recommend]
+impl<C: std::borrow::Borrow<Cache> + ?Sized> BorrowsCache for C {
+    #[inline]
+    fn cache(&self) -> &Cache {
+        self.borrow()
+    }
+}
