@@ -1,11 +1,11 @@
 //! Requirements that only the compiler can check, reported where the user
 //! wrote what they concern.
 //!
-//! A requirement on a type (`cache = expr` borrows as a `Cache`, ...) is a
-//! trait of the runtime's `__private::requirements`, worded for the error
-//! that reports it unmet. The expansion calls the trait with the call's
-//! tokens spanned at the user's tokens, so that error is the only one, and
-//! points there.
+//! A requirement on a type (the cached value is `Serialize`, `cache = expr`
+//! borrows as a `Cache`, ...) is a trait of the runtime's
+//! `__private::requirements`, worded for the error that reports it unmet.
+//! The expansion calls the trait with the call's tokens spanned at the
+//! user's tokens, so that error is the only one, and points there.
 //!
 //! A cargo feature of the runtime is checked by one of the runtime's gate
 //! macros (see [`feature_gate`]).
@@ -90,6 +90,21 @@ fn call(
     quote!(#function #arguments)
 }
 
+/// Checks that the value type of `kind` (a local holding the kind of call)
+/// can be cached, reporting at `spot` (the value type as written).
+pub fn cacheable_value(p: &TokenStream, kind: &TokenStream, spot: Spot) -> TokenStream {
+    let value = quote!(#p::Kind::value_type(&#kind));
+    let serde = call(
+        p,
+        ("SerializeAndDeserialize", "check"),
+        &value,
+        quote!(),
+        spot,
+    );
+    let send = call(p, ("SendAndStatic", "check"), &value, quote!(), spot);
+    quote!(#serde; #send;)
+}
+
 /// `&Cache` from `holder`, a reference to the value of `cache = expr`,
 /// reporting at `spot` (the expression) when it does not borrow as a cache.
 pub fn cache_handle(p: &TokenStream, holder: &TokenStream, spot: Spot) -> TokenStream {
@@ -128,6 +143,22 @@ mod tests {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    #[test]
+    fn a_check_calls_the_runtime_trait_on_the_value() {
+        let p = quote!(::cache_runtime::__private);
+        let spot = Spot::of(&quote!(Vec<u8>));
+        let check = flat(&cacheable_value(&p, &quote!(__cache_kind), spot));
+        assert!(
+            check.contains(
+                ":: cache_runtime :: __private :: requirements :: SerializeAndDeserialize :: check \
+                 (:: cache_runtime :: __private :: core :: convert :: identity \
+                 (:: cache_runtime :: __private :: Kind :: value_type (& __cache_kind)))"
+            ),
+            "{check}"
+        );
+        assert!(check.contains("SendAndStatic :: check"), "{check}");
     }
 
     #[test]

@@ -270,6 +270,19 @@ fn options(p: &TokenStream, plan: &CachedPlan) -> TokenStream {
     chain
 }
 
+/// `__cache_kind`: the kind of call that the return type `ret` selects, let
+/// through once its value type is checked to be cacheable. The check reports
+/// at `value` (the value type as written); a value type that fails it gets a
+/// kind that caches nothing, so that nothing else is reported.
+fn kind(p: &TokenStream, ret: &TokenStream, value: checks::Spot) -> TokenStream {
+    let check = checks::cacheable_value(p, &quote!(__cache_kind), value);
+    quote! {
+        let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind();
+        #check
+        let __cache_kind = (&&#p::Gate::of(&__cache_kind)).open();
+    }
+}
+
 /// The signature the expansion is emitted under: the function's own, but
 /// when the body moves into a function of its own (which keeps the `mut`
 /// of its arguments), the outer one binds them without `mut`.
@@ -294,9 +307,7 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
     let sig = &outer_signature(plan);
-    let ret: &Type = &plan.ret;
-    let ret_span = ret.span();
-    let ret = ret.to_token_stream();
+    let ret = plan.ret.to_token_stream();
     let cache_ref = cache_ref(&p, &plan.args.common);
     let key = match &plan.key {
         Key::Template(template) => render(&p, template),
@@ -311,16 +322,39 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
     if let Some(behind) = &plan.behind {
         return behind_fn(plan, behind, &p, &ret, prelude);
     }
-    let body = typed_body(func, &ret, ret_span);
-    // `.run` / `.store` are spanned at the return type, so that "the trait
-    // bound `T: Serialize` is not satisfied" points there.
-    let call = match plan.strategy {
+    let call = cached_call(plan, &p, &ret);
+    quote! {
+        #(#outer)*
+        #vis #sig {
+            #(#inner)*
+            #[allow(unused_imports)]
+            use #p::{
+                CopiesCloned as _, CopiesNone as _, GateOpen as _, GateShut as _, InCaller as _,
+                InTask as _, SelectOption as _, SelectPlain as _, SelectResult as _,
+                SelectResultOption as _,
+            };
+            #prelude
+            #call
+        }
+    }
+}
+
+/// The cached call of a `#[cached]` function other than write-behind, after
+/// its key and options (`ret` is its return type).
+fn cached_call(plan: &CachedPlan, p: &TokenStream, ret: &TokenStream) -> TokenStream {
+    let func = plan.item;
+    let ret_span = plan.ret.span();
+    let body = typed_body(func, ret, ret_span);
+    let kind = kind(p, ret, checks::Spot::of(&plan.value));
+    // `.run`, `.store` and `.launch` are spanned at the return type, so that
+    // whatever the compiler has to say about the call points there.
+    match plan.strategy {
         Strategy::Through => {
             let store = quote_spanned!(ret_span=> store);
             quote! {
+                #kind
                 let __cache_out: #ret = #body.await;
-                (&&&#p::Wrap::<#ret>::new())
-                    .kind()
+                __cache_kind
                     .#store(__cache_ref, &__cache_key, &__cache_opts, &__cache_out)
                     .await;
                 __cache_out
@@ -336,11 +370,10 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
                 let pats = params.iter().map(|(pat, _)| pat);
                 let tys = params.iter().map(|(_, ty)| ty);
                 let names = params.iter().map(|(pat, _)| &pat.ident);
-                let cacheable = quote_spanned!(ret_span=> cacheable);
                 quote! {
                     async fn __cache_body(#(#pats: #tys),*) -> #ret #block
                     let __cache_fut = __cache_body(#(#names),*);
-                    let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind().#cacheable();
+                    #kind
                     let __cache_opts = __cache_opts
                         .near_copies((&&#p::CopyProbe::of(&__cache_kind)).copies());
                     (&&#p::Probe::of(&__cache_fut))
@@ -357,7 +390,7 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
             None => {
                 let run = quote_spanned!(ret_span=> run);
                 quote! {
-                    let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind();
+                    #kind
                     let __cache_opts = __cache_opts
                         .near_copies((&&#p::CopyProbe::of(&__cache_kind)).copies());
                     __cache_kind
@@ -366,19 +399,6 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
                 }
             }
         },
-    };
-    quote! {
-        #(#outer)*
-        #vis #sig {
-            #(#inner)*
-            #[allow(unused_imports)]
-            use #p::{
-                CopiesCloned as _, CopiesNone as _, InCaller as _, InTask as _,
-                SelectOption as _, SelectPlain as _, SelectResult as _, SelectResultOption as _,
-            };
-            #prelude
-            #call
-        }
     }
 }
 

@@ -21,6 +21,10 @@ pub struct CachedPlan<'a> {
     /// Its return type: the cached value's type (`()` for write-behind
     /// functions that return nothing).
     pub ret: Type,
+    /// The type of the cached value as written, for checks to point at:
+    /// `T` of `Result<Option<T>, E>`, `Result<T, E>` or `Option<T>`, or the
+    /// whole return type.
+    pub value: Type,
     /// The strategy.
     pub strategy: Strategy,
     /// With write-behind: the non-`self` arguments (all plain names) and
@@ -366,6 +370,36 @@ fn peel(ty: &Type) -> &Type {
     }
 }
 
+/// The type a return type caches, as written: `T` of `Result<Option<T>, E>`,
+/// `Result<T, E>` (or an alias such as `Result<T>`) and `Option<T>`, or the
+/// type itself. Only where checks of the value type point: which part of the
+/// return type is cached is decided by the type, not by how it is spelled.
+fn cached_value(ty: &Type) -> &Type {
+    let ty = peel(ty);
+    match type_argument(ty, "Result") {
+        Some(ok) => type_argument(peel(ok), "Option").unwrap_or(ok),
+        None => type_argument(ty, "Option").unwrap_or(ty),
+    }
+}
+
+/// `T` of `name<T, ..>` (the last segment of a path).
+fn type_argument<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let segment = path.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+        return None;
+    };
+    if path.qself.is_some() || segment.ident != name {
+        return None;
+    }
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
+}
+
 /// The first `impl Trait` inside `ty`, if any.
 fn find_impl_trait(ty: &Type) -> Option<&Type> {
     match ty {
@@ -535,9 +569,11 @@ pub fn cached<'a>(
     let owned = (strategy == Strategy::Aside)
         .then(|| owned_params(item))
         .flatten();
+    let ret = ret?;
     Some(CachedPlan {
         item,
-        ret: ret?,
+        value: cached_value(&ret).clone(),
+        ret,
         strategy,
         behind,
         key: key?,
@@ -634,4 +670,29 @@ pub fn invalidates<'a>(
         when,
         args,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of(ty: &str) -> String {
+        let ty: Type = syn::parse_str(ty).unwrap();
+        cached_value(&ty).to_token_stream().to_string()
+    }
+
+    #[test]
+    fn the_cached_value_as_written() {
+        assert_eq!(value_of("Result<Option<User>, E>"), "User");
+        assert_eq!(value_of("Result<User, E>"), "User");
+        assert_eq!(value_of("io::Result<Vec<u8>>"), "Vec < u8 >");
+        assert_eq!(value_of("Option<(u8, u8)>"), "(u8 , u8)");
+        assert_eq!(value_of("(Option<User>)"), "User");
+        assert_eq!(value_of("Vec<Option<u8>>"), "Vec < Option < u8 > >");
+        assert_eq!(value_of("Option<Option<u8>>"), "Option < u8 >");
+        assert_eq!(
+            value_of("<T as Tr>::Result<u8>"),
+            "< T as Tr > :: Result < u8 >"
+        );
+    }
 }

@@ -165,6 +165,124 @@ pub trait SelectPlain<T> {
 }
 impl<T> SelectPlain<T> for Wrap<T> {}
 
+/// What the expansion asks of a kind of call: the type it caches, for the
+/// checks that report a value type that is not cacheable.
+pub trait Kind: Sized {
+    /// `T` of `Result<Option<T>, E>`, `Result<T, E>`, `Option<T>` or `T`.
+    type Value;
+    /// The function's return type.
+    type Out;
+    /// The kind.
+    const KIND: Self;
+
+    /// A marker of the value type, for a check that names it.
+    fn value_type(&self) -> PhantomData<fn() -> Self::Value> {
+        PhantomData
+    }
+}
+
+impl<T, E> Kind for ResultOptionKind<T, E> {
+    type Value = T;
+    type Out = Result<Option<T>, E>;
+    const KIND: Self = ResultOptionKind(PhantomData);
+}
+impl<T, E> Kind for ResultKind<T, E> {
+    type Value = T;
+    type Out = Result<T, E>;
+    const KIND: Self = ResultKind(PhantomData);
+}
+impl<T> Kind for OptionKind<T> {
+    type Value = T;
+    type Out = Option<T>;
+    const KIND: Self = OptionKind(PhantomData);
+}
+impl<T> Kind for PlainKind<T> {
+    type Value = T;
+    type Out = T;
+    const KIND: Self = PlainKind(PhantomData);
+}
+
+/// Lets a call through to the cache once its value type is cacheable, by
+/// autoref specialisation: `(&&Gate::of(&kind)).open()` is the kind itself
+/// when its value type is [`Cacheable`], and [`Refused`] otherwise.
+///
+/// The expansion checks the value type itself, where the user wrote it, so
+/// [`Refused`] is only ever chosen in a build that fails with that one error;
+/// it spares the rest of the expansion the same complaint at every use.
+pub struct Gate<K>(PhantomData<fn() -> K>);
+
+impl<K> Gate<K> {
+    /// A gate for the kind `kind`.
+    pub fn of(_kind: &K) -> Self {
+        Gate(PhantomData)
+    }
+}
+
+/// Selected when the value type is cacheable.
+pub trait GateOpen<K> {
+    /// The kind.
+    fn open(self) -> K;
+}
+
+impl<K: Kind> GateOpen<K> for &&Gate<K>
+where
+    K::Value: Cacheable,
+{
+    fn open(self) -> K {
+        K::KIND
+    }
+}
+
+/// Selected otherwise.
+pub trait GateShut<K: Kind> {
+    /// A kind that caches nothing.
+    fn open(self) -> Refused<K::Out>;
+}
+
+impl<K: Kind> GateShut<K> for &Gate<K> {
+    fn open(self) -> Refused<K::Out> {
+        Refused(PhantomData)
+    }
+}
+
+/// The kind of a call whose value type is not cacheable: it has every method
+/// of a kind, without bounds, and never touches the cache. Only a build that
+/// fails chooses it (see [`Gate`]).
+pub struct Refused<R>(PhantomData<fn() -> R>);
+
+impl<R> Refused<R> {
+    /// Runs the body.
+    pub async fn run<F>(self, _cache: &Cache, _key: String, _opts: Options, body: F) -> R
+    where
+        F: Future<Output = R>,
+    {
+        body.await
+    }
+
+    /// Stores nothing.
+    pub async fn store(&self, _cache: &Cache, _key: &str, _opts: &Options, _out: &R) {}
+}
+
+impl<R, F: Future<Output = R>> Run<F> for Refused<R> {
+    type Out = R;
+
+    fn run(self, _cache: &Cache, _key: String, _opts: Options, body: F) -> impl Future<Output = R> {
+        body
+    }
+}
+
+impl<R, F: Future<Output = R>> Spawn<F> for Refused<R> {
+    fn spawn(
+        self,
+        _cache: &Cache,
+        _key: String,
+        _opts: Options,
+        body: F,
+    ) -> impl Future<Output = R> {
+        body
+    }
+}
+
 /// Bounds every cached value must meet.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached: it must be `Serialize + DeserializeOwned + Send + 'static`",
@@ -174,12 +292,6 @@ pub trait Cacheable: serde::Serialize + serde::de::DeserializeOwned + Send + 'st
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Cacheable for T {}
 
 impl<T: Cacheable, E> ResultOptionKind<T, E> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(
         self,
@@ -221,12 +333,6 @@ impl<T: Cacheable, E> ResultOptionKind<T, E> {
 }
 
 impl<T: Cacheable, E> ResultKind<T, E> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<T, E>
     where
@@ -465,12 +571,6 @@ fn infallible<T>(out: Result<T, Infallible>) -> T {
 }
 
 impl<T: Cacheable> OptionKind<T> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Option<T>
     where
@@ -497,12 +597,6 @@ impl<T: Cacheable> OptionKind<T> {
 }
 
 impl<T: Cacheable> PlainKind<T> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> T
     where

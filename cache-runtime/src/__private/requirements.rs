@@ -14,7 +14,42 @@
 //! it on a path from the crate root that does not pass through a
 //! `#[doc(hidden)]` module, as `__private` is.
 
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use crate::Cache;
+
+/// The cached value's type is serializable.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must implement `Serialize` and `Deserialize` to be cached",
+    label = "the type of the cached value",
+    note = "derive them with `#[derive(serde::Serialize, serde::Deserialize)]`; for a type \
+            from another crate, enable that crate's `serde` feature or cache data of your own"
+)]
+pub trait SerializeAndDeserialize {
+    /// Does nothing: calling it requires the trait.
+    fn check(_: PhantomData<fn() -> Self>) {}
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + DeserializeOwned> SerializeAndDeserialize for T {}
+
+/// The cached value's type can cross threads.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` must be `Send` to be cached",
+    label = "the type of the cached value",
+    note = "a cached value can be loaded on one thread and handed to callers on others; \
+            cache the plain data it is built from"
+)]
+pub trait SendAndStatic {
+    /// Does nothing: calling it requires the trait.
+    fn check(_: PhantomData<fn() -> Self>) {}
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Send + 'static> SendAndStatic for T {}
 
 /// `cache = expr` is a cache, or borrows as one.
 #[diagnostic::on_unimplemented(
