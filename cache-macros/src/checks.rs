@@ -1,11 +1,11 @@
 //! Requirements that only the compiler can check, reported where the user
 //! wrote what they concern.
 //!
-//! A requirement on a type (the cached value is `Serialize`, `cache = expr`
-//! borrows as a `Cache`, ...) is a trait of the runtime's
-//! `__private::requirements`, worded for the error that reports it unmet.
-//! The expansion calls the trait with the call's tokens spanned at the
-//! user's tokens, so that error is the only one, and points there.
+//! A requirement on a type (the cached value is `Serialize`, a placeholder
+//! is `Display`, `cache = expr` borrows as a `Cache`, ...) is a trait of the
+//! runtime's `__private::requirements`, worded for the error that reports it
+//! unmet. The expansion calls the trait with the call's tokens spanned at
+//! the user's tokens, so that error is the only one, and points there.
 //!
 //! A cargo feature of the runtime is checked by one of the runtime's gate
 //! macros (see [`feature_gate`]).
@@ -111,6 +111,43 @@ pub fn cache_handle(p: &TokenStream, holder: &TokenStream, spot: Spot) -> TokenS
     call(p, ("BorrowsCache", "cache"), holder, quote!(), spot)
 }
 
+/// `value` (a reference) written into the key writer `writer` (a local)
+/// with `Display`, reported at `span` (the placeholder) when it has none.
+pub fn write_display(
+    p: &TokenStream,
+    value: &TokenStream,
+    writer: &TokenStream,
+    span: Span,
+) -> TokenStream {
+    let writer = quote!(, &mut #writer);
+    call(
+        p,
+        ("WriteIntoKey", "write_into"),
+        value,
+        writer,
+        Spot::at(span),
+    )
+}
+
+/// The hash of `value` (a reference) written into the key writer `writer`
+/// (a local), reported at `span` (the placeholder) when it is not
+/// `Serialize`.
+pub fn write_hash(
+    p: &TokenStream,
+    value: &TokenStream,
+    writer: &TokenStream,
+    span: Span,
+) -> TokenStream {
+    let writer = quote!(, &mut #writer);
+    call(
+        p,
+        ("HashIntoKey", "write_into"),
+        value,
+        writer,
+        Spot::at(span),
+    )
+}
+
 /// `on` when the runtime has the cargo feature `feature`, and otherwise one
 /// error at `span` saying that `what` needs it and how to enable it. `gate`
 /// is the runtime's gate macro for the feature (`if_bincode`).
@@ -159,6 +196,13 @@ mod tests {
             "{check}"
         );
         assert!(check.contains("SendAndStatic :: check"), "{check}");
+        let write = flat(&write_display(
+            &p,
+            &quote!(v),
+            &quote!(w),
+            Span::call_site(),
+        ));
+        assert!(write.ends_with("identity (v) , & mut w)"), "{write}");
     }
 
     #[test]

@@ -136,26 +136,36 @@ fn typed_body(func: &ItemFn, ret: &TokenStream, ret_span: Span) -> TokenStream {
     }
 }
 
-/// `{ let mut __cache_w = KeyWriter::new(); __cache_w.lit(..).display(&..); __cache_w.finish() }`.
+/// `{ let mut __cache_w = KeyWriter::new(); __cache_w.lit(..); ..; __cache_w.finish() }`.
 ///
 /// A `Display` value goes through `write_integer` first, which writes
 /// integers without `fmt` and declines for every other type (autoref
 /// specialization: `KeyInteger` is implemented for `KeyPart` of each
-/// integer type, `KeyNotInteger` for `&KeyPart` of anything).
+/// integer type, `KeyNotInteger` for `&KeyPart` of anything). Values are
+/// written through the runtime's requirement traits, so a value without
+/// `Display` (or `Serialize`, for `:hash`) is reported at its placeholder.
 fn render(p: &TokenStream, template: &Resolved) -> TokenStream {
+    let (v, w) = (quote!(__cache_v), quote!(__cache_w));
     let calls = template.pieces.iter().map(|piece| match piece {
         Piece::Text(text) => quote!(__cache_w.lit(#text);),
         Piece::Value(value) => {
             let root = &value.root;
             let fields = &value.fields;
+            let bind = quote_spanned!(value.span=> let __cache_v = &#root #(.#fields)*;);
             match value.modifier {
-                Modifier::Display => quote_spanned! {value.span=>
-                    let __cache_v = &#root #(.#fields)*;
-                    if !(&#p::KeyPart(__cache_v)).write_integer(&mut __cache_w) {
-                        __cache_w.display(__cache_v);
+                Modifier::Display => {
+                    let write = checks::write_display(p, &v, &w, value.span);
+                    quote_spanned! {value.span=>
+                        #bind
+                        if !(&#p::KeyPart(__cache_v)).write_integer(&mut __cache_w) {
+                            #write;
+                        }
                     }
-                },
-                Modifier::Hash => quote_spanned!(value.span=> __cache_w.hash(&#root #(.#fields)*);),
+                }
+                Modifier::Hash => {
+                    let write = checks::write_hash(p, &v, &w, value.span);
+                    quote!(#bind #write;)
+                }
             }
         }
     });
@@ -681,7 +691,7 @@ mod tests {
     fn crate_path_replaces_the_runtime() {
         let attrs = [
             r#"key = "k:{id}", crate = "::renamed::inner""#,
-            r#"key = "k", crate = "::renamed::inner", codec = "bincode", cache = c"#,
+            r#"key = "k:{f:hash}", crate = "::renamed::inner", codec = "bincode", cache = c"#,
         ];
         for attr in attrs {
             let out = expand(cached, attr, ITEM).to_string();

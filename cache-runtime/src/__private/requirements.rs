@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Cache;
+use crate::key::KeyWriter;
 
 /// The cached value's type is serializable.
 #[diagnostic::on_unimplemented(
@@ -69,5 +70,45 @@ impl<C: std::borrow::Borrow<Cache> + ?Sized> BorrowsCache for C {
     #[inline]
     fn cache(&self) -> &Cache {
         self.borrow()
+    }
+}
+
+/// A `{placeholder}` value has `Display`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be written into a key: it does not implement `Display`",
+    label = "a placeholder written with `Display`",
+    note = "implement `std::fmt::Display` for it, name a field that has it (`{{arg.field}}`), \
+            or write its hash with `{{arg:hash}}` (which needs `Serialize`)"
+)]
+pub trait WriteIntoKey {
+    /// Writes the value with [`KeyWriter::display`].
+    fn write_into(&self, w: &mut KeyWriter);
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: std::fmt::Display + ?Sized> WriteIntoKey for T {
+    #[inline]
+    fn write_into(&self, w: &mut KeyWriter) {
+        w.display(self);
+    }
+}
+
+/// A `{placeholder:hash}` value is serializable.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be hashed into a key: it does not implement `Serialize`",
+    label = "`:hash` writes the hash of the serialized value",
+    note = "derive it with `#[derive(serde::Serialize)]`, or hash a field that has it \
+            (`{{arg.field:hash}}`)"
+)]
+pub trait HashIntoKey {
+    /// Writes the value's hash with [`KeyWriter::hash`].
+    fn write_into(&self, w: &mut KeyWriter);
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> HashIntoKey for T {
+    #[inline]
+    fn write_into(&self, w: &mut KeyWriter) {
+        w.hash(self);
     }
 }
