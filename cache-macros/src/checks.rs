@@ -148,6 +148,36 @@ pub fn write_hash(
     )
 }
 
+/// `<ret as BehindReturn>::acknowledged()`, reported at `ret` (the return
+/// type as written) when it is not a write-behind function's.
+pub fn acknowledged(p: &TokenStream, ret: &TokenStream) -> TokenStream {
+    quote!(<#ret as #p::requirements::BehindReturn>::acknowledged())
+}
+
+/// `<ret as BehindReturn>::flush_result(result)`: what a replayed call's
+/// `result` says. Reported at `ret` as [`acknowledged`] is: the compiler
+/// reports the same error at the same place once.
+pub fn behind_flush_result(
+    p: &TokenStream,
+    ret: &TokenStream,
+    result: &TokenStream,
+) -> TokenStream {
+    quote!(<#ret as #p::requirements::BehindReturn>::flush_result(#result))
+}
+
+/// What the result of `flush_batch` (`result`, a reference to it) says,
+/// reported at `spot` (the path given to `flush_batch`) when it is not `()`
+/// or `Result<(), E>`.
+pub fn flush_batch_result(p: &TokenStream, result: &TokenStream, spot: Spot) -> TokenStream {
+    call(
+        p,
+        ("FlushBatchReturn", "flush_result"),
+        result,
+        quote!(),
+        spot,
+    )
+}
+
 /// `on` when the runtime has the cargo feature `feature`, and otherwise one
 /// error at `span` saying that `what` needs it and how to enable it. `gate`
 /// is the runtime's gate macro for the feature (`if_bincode`).

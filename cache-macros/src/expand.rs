@@ -416,6 +416,10 @@ fn cached_call(plan: &CachedPlan, p: &TokenStream, ret: &TokenStream) -> TokenSt
 /// handler that replays stored calls through the original body (or the
 /// `flush_batch` function), and a caller side that stores the value and
 /// queues the call in one step, or, with no store to queue in, writes at once.
+///
+/// The return type is checked where the caller gets its value and where a
+/// replayed call's result is read, both reported at the return type as
+/// written: one error there when it is not `()` or `Result<(), E>`.
 fn behind_fn(
     plan: &CachedPlan,
     behind: &BehindPlan,
@@ -424,91 +428,26 @@ fn behind_fn(
     prelude: TokenStream,
 ) -> TokenStream {
     let func = plan.item;
-    // Spanned at the return type: a wrong one is reported there.
-    let outcome = quote_spanned!(plan.ret.span()=> #p::flush_outcome);
     let (outer, inner) = split_attrs(&func.attrs);
-    let vis = &func.vis;
-    let sig = &func.sig;
-    let block = &func.block;
+    let (vis, sig, block) = (&func.vis, &func.sig, &func.block);
     let name = function_path(func, None);
     let names: Vec<&syn::Ident> = behind.params.iter().map(|(n, _)| *n).collect();
     let tys: Vec<&Type> = behind.params.iter().map(|(_, t)| *t).collect();
     let value = names[behind.value];
-    let args = plan.args;
-    let batch = Literal::u64_unsuffixed(args.behind.batch.unwrap_or(100));
-    let interval = Literal::u64_unsuffixed(
-        args.behind
-            .flush_interval
-            .map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    );
-    let run = match &args.behind.flush_batch {
-        // A batch holds at most one call per key (the flusher coalesces), so
-        // its calls are independent and run concurrently.
-        None => quote! {
-            #p::join_all(__cache_batch.into_iter().map(|__cache_bytes| async move {
-                match #p::decode_args::<(#(#tys,)*)>(&__cache_bytes) {
-                    #p::core::result::Result::Ok((#(#names,)*)) => {
-                        #outcome(__cache_body(#(#names),*).await)
-                    }
-                    #p::core::result::Result::Err(__cache_e) => #p::core::result::Result::Err(__cache_e),
-                }
-            }))
-            .await
-        },
-        Some(bulk) => quote! {
-            let mut __cache_values = #p::std::vec::Vec::with_capacity(__cache_batch.len());
-            let mut __cache_results = #p::std::vec::Vec::with_capacity(__cache_batch.len());
-            for __cache_bytes in &__cache_batch {
-                match #p::decode_args::<(#(#tys,)*)>(__cache_bytes) {
-                    #p::core::result::Result::Ok((#(#names,)*)) => {
-                        #(let _ = &#names;)*
-                        __cache_values.push(#value);
-                        __cache_results.push(#p::core::result::Result::Ok(()));
-                    }
-                    #p::core::result::Result::Err(__cache_e) => {
-                        __cache_results.push(#p::core::result::Result::Err(__cache_e));
-                    }
-                }
-            }
-            if !__cache_values.is_empty() {
-                let __cache_outcome = #p::flush_outcome(#bulk(__cache_values).await);
-                for __cache_r in &mut __cache_results {
-                    if __cache_r.is_ok() {
-                        *__cache_r = __cache_outcome.clone();
-                    }
-                }
-            }
-            __cache_results
-        },
-    };
+    let handler = flush_handler(plan, behind, p, ret);
+    let acknowledged = checks::acknowledged(p, ret);
     quote! {
         #(#outer)*
         #vis #sig {
             #(#inner)*
-            #[#p::linkme::distributed_slice(#p::FLUSH_HANDLERS)]
-            #[linkme(crate = #p::linkme)]
-            static __CACHE_FLUSH_HANDLER: #p::FlushHandler = #p::FlushHandler {
-                name: #name,
-                run: __cache_flush,
-                batch: #batch,
-                flush_interval_ms: #interval,
-            };
-            fn __cache_flush(
-                __cache_batch: #p::std::vec::Vec<#p::std::vec::Vec<u8>>,
-            ) -> #p::core::pin::Pin<
-                #p::std::boxed::Box<
-                    dyn #p::core::future::Future<Output = #p::std::vec::Vec<#p::FlushResult>> + Send,
-                >,
-            > {
-                #p::std::boxed::Box::pin(async move { #run })
-            }
+            #handler
             async fn __cache_body(#(#names: #tys),*) -> #ret #block
             #prelude
             match __cache_ref
                 .write_behind(#name, &__cache_key, &#value, &__cache_opts, &(#(&#names,)*))
                 .await
             {
-                #p::core::result::Result::Ok(()) => <#ret as #p::Acknowledge>::acknowledged(),
+                #p::core::result::Result::Ok(()) => #acknowledged,
                 #p::core::result::Result::Err(_) => {
                     // Nothing was queued (no Redis to queue in): write now, and
                     // drop whatever the cache held for the key.
@@ -522,6 +461,101 @@ fn behind_fn(
                 }
             }
         }
+    }
+}
+
+/// A write-behind function's flush handler, registered statically: it
+/// replays a batch of stored calls through the body (`__cache_body`) or the
+/// `flush_batch` function.
+fn flush_handler(
+    plan: &CachedPlan,
+    behind: &BehindPlan,
+    p: &TokenStream,
+    ret: &TokenStream,
+) -> TokenStream {
+    let name = function_path(plan.item, None);
+    let names: Vec<&syn::Ident> = behind.params.iter().map(|(n, _)| *n).collect();
+    let tys: Vec<&Type> = behind.params.iter().map(|(_, t)| *t).collect();
+    let args = plan.args;
+    let batch = Literal::u64_unsuffixed(args.behind.batch.unwrap_or(100));
+    let interval = Literal::u64_unsuffixed(
+        args.behind
+            .flush_interval
+            .map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    );
+    let run = match &args.behind.flush_batch {
+        // A batch holds at most one call per key (the flusher coalesces), so
+        // its calls are independent and run concurrently.
+        None => {
+            let result = quote!(__cache_body(#(#names),*).await);
+            let flush_result = checks::behind_flush_result(p, ret, &result);
+            quote! {
+                #p::join_all(__cache_batch.into_iter().map(|__cache_bytes| async move {
+                    match #p::decode_args::<(#(#tys,)*)>(&__cache_bytes) {
+                        #p::core::result::Result::Ok((#(#names,)*)) => #flush_result,
+                        #p::core::result::Result::Err(__cache_e) => #p::core::result::Result::Err(__cache_e),
+                    }
+                }))
+                .await
+            }
+        }
+        Some(bulk) => flush_batch(p, behind, bulk),
+    };
+    quote! {
+        #[#p::linkme::distributed_slice(#p::FLUSH_HANDLERS)]
+        #[linkme(crate = #p::linkme)]
+        static __CACHE_FLUSH_HANDLER: #p::FlushHandler = #p::FlushHandler {
+            name: #name,
+            run: __cache_flush,
+            batch: #batch,
+            flush_interval_ms: #interval,
+        };
+        fn __cache_flush(
+            __cache_batch: #p::std::vec::Vec<#p::std::vec::Vec<u8>>,
+        ) -> #p::core::pin::Pin<
+            #p::std::boxed::Box<
+                dyn #p::core::future::Future<Output = #p::std::vec::Vec<#p::FlushResult>>
+                    + #p::core::marker::Send,
+            >,
+        > {
+            #p::std::boxed::Box::pin(async move { #run })
+        }
+    }
+}
+
+/// The flush of a batch through `flush_batch = bulk`: the stored values of
+/// the calls that decode, in one call of `bulk`, whose outcome is theirs.
+fn flush_batch(p: &TokenStream, behind: &BehindPlan, bulk: &syn::ExprPath) -> TokenStream {
+    let names: Vec<&syn::Ident> = behind.params.iter().map(|(n, _)| *n).collect();
+    let tys: Vec<&Type> = behind.params.iter().map(|(_, t)| *t).collect();
+    let value = names[behind.value];
+    let flushed = quote!(&__cache_flushed);
+    let outcome = checks::flush_batch_result(p, &flushed, checks::Spot::of(bulk));
+    quote! {
+        let mut __cache_values = #p::std::vec::Vec::with_capacity(__cache_batch.len());
+        let mut __cache_results = #p::std::vec::Vec::with_capacity(__cache_batch.len());
+        for __cache_bytes in &__cache_batch {
+            match #p::decode_args::<(#(#tys,)*)>(__cache_bytes) {
+                #p::core::result::Result::Ok((#(#names,)*)) => {
+                    #(let _ = &#names;)*
+                    __cache_values.push(#value);
+                    __cache_results.push(#p::core::result::Result::Ok(()));
+                }
+                #p::core::result::Result::Err(__cache_e) => {
+                    __cache_results.push(#p::core::result::Result::Err(__cache_e));
+                }
+            }
+        }
+        if !__cache_values.is_empty() {
+            let __cache_flushed = #bulk(__cache_values).await;
+            let __cache_outcome = #outcome;
+            for __cache_r in &mut __cache_results {
+                if __cache_r.is_ok() {
+                    *__cache_r = __cache_outcome.clone();
+                }
+            }
+        }
+        __cache_results
     }
 }
 
@@ -692,6 +726,7 @@ mod tests {
         let attrs = [
             r#"key = "k:{id}", crate = "::renamed::inner""#,
             r#"key = "k:{f:hash}", crate = "::renamed::inner", codec = "bincode", cache = c"#,
+            r#"key = "k", crate = "::renamed::inner", strategy = "behind", value = id"#,
         ];
         for attr in attrs {
             let out = expand(cached, attr, ITEM).to_string();

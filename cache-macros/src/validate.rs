@@ -550,7 +550,7 @@ pub fn cached<'a>(
     let strategy = args.strategy.as_ref().map_or(Strategy::Aside, |s| s.value);
     let ret = match strategy {
         // Write-behind returns `()` or `Result<(), E>` (checked by the
-        // runtime's `Acknowledge` bound), never a value to cache.
+        // expansion's `BehindReturn` trait), never a value to cache.
         Strategy::Behind => Some(match &item.sig.output {
             ReturnType::Type(_, ty) => (**ty).clone(),
             ReturnType::Default => syn::parse_quote!(()),

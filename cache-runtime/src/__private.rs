@@ -679,52 +679,6 @@ impl<T: Cacheable> PlainKind<T> {
     }
 }
 
-/// The return value of an acknowledged write-behind call: `()` or `Ok(())`.
-#[diagnostic::on_unimplemented(
-    message = "a `strategy = \"behind\"` function returns `()` or `Result<(), E>`, not `{Self}`",
-    label = "the caller gets this back once the write is queued"
-)]
-pub trait Acknowledge {
-    /// The value meaning "queued".
-    fn acknowledged() -> Self;
-}
-
-impl Acknowledge for () {
-    fn acknowledged() -> Self {}
-}
-
-impl<E> Acknowledge for Result<(), E> {
-    fn acknowledged() -> Self {
-        Ok(())
-    }
-}
-
-/// What a flushed body's return value says: `()` and `Ok(())` succeeded.
-#[diagnostic::on_unimplemented(
-    message = "a `strategy = \"behind\"` function returns `()` or `Result<(), E>` with `E: Debug`, not `{Self}`"
-)]
-pub trait IntoFlushResult {
-    /// The outcome, with the error's text.
-    fn into_flush_result(self) -> FlushResult;
-}
-
-impl IntoFlushResult for () {
-    fn into_flush_result(self) -> FlushResult {
-        Ok(())
-    }
-}
-
-impl<E: core::fmt::Debug> IntoFlushResult for Result<(), E> {
-    fn into_flush_result(self) -> FlushResult {
-        self.map_err(|e| format!("{e:?}"))
-    }
-}
-
-/// The outcome of one flushed call.
-pub fn flush_outcome<R: IntoFlushResult>(r: R) -> FlushResult {
-    r.into_flush_result()
-}
-
 /// Parses and decodes stored bytes exactly as a cache hit does (envelope
 /// checks, the size limit, then the codec), for a plaintext entry. Lets tests
 /// feed the read path bytes of their own making.

@@ -14,12 +14,14 @@
 //! it on a path from the crate root that does not pass through a
 //! `#[doc(hidden)]` module, as `__private` is.
 
+use std::fmt::Debug;
 use std::marker::PhantomData;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Cache;
+use crate::behind::FlushResult;
 use crate::key::KeyWriter;
 
 /// The cached value's type is serializable.
@@ -111,4 +113,74 @@ impl<T: Serialize + ?Sized> HashIntoKey for T {
     fn write_into(&self, w: &mut KeyWriter) {
         w.hash(self);
     }
+}
+
+/// The return type of a `strategy = "behind"` function: `()` or `Ok(())`
+/// once the call is queued, and, from a replayed call, whether the write
+/// worked.
+#[diagnostic::on_unimplemented(
+    message = "a `strategy = \"behind\"` function returns `()` or `Result<(), E>` with \
+               `E: Debug`, not `{Self}`",
+    label = "the caller gets this back once the write is queued",
+    note = "the value to cache is an argument (`value = ...`), stored when the call is \
+            queued; the body runs later, to write it, and says only whether that worked"
+)]
+pub trait BehindReturn: Sized {
+    /// What the caller gets once the call is queued.
+    fn acknowledged() -> Self;
+    /// What a replayed call's result says, with the error's text.
+    fn flush_result(self) -> FlushResult;
+}
+
+#[diagnostic::do_not_recommend]
+impl BehindReturn for () {
+    fn acknowledged() -> Self {}
+
+    fn flush_result(self) -> FlushResult {
+        Ok(())
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: Debug> BehindReturn for Result<(), E> {
+    fn acknowledged() -> Self {
+        Ok(())
+    }
+
+    fn flush_result(self) -> FlushResult {
+        outcome(&self)
+    }
+}
+
+/// The return type of a `flush_batch` function: whether the batch's write
+/// worked.
+#[diagnostic::on_unimplemented(
+    message = "a `flush_batch` function returns `()` or `Result<(), E>` with `E: Debug`, \
+               not `{Self}`",
+    label = "its result is the outcome of every call in the batch",
+    note = "return `Ok(())` when the whole batch is written; an `Err` is logged, and the \
+            batch's calls are run again later"
+)]
+pub trait FlushBatchReturn {
+    /// What the result says, with the error's text.
+    fn flush_result(&self) -> FlushResult;
+}
+
+#[diagnostic::do_not_recommend]
+impl FlushBatchReturn for () {
+    fn flush_result(&self) -> FlushResult {
+        Ok(())
+    }
+}
+
+#[diagnostic::do_not_recommend]
+impl<E: Debug> FlushBatchReturn for Result<(), E> {
+    fn flush_result(&self) -> FlushResult {
+        outcome(self)
+    }
+}
+
+/// The outcome of a flushed call, with its error's text.
+fn outcome<E: Debug>(result: &Result<(), E>) -> FlushResult {
+    result.as_ref().map_err(|e| format!("{e:?}")).copied()
 }
