@@ -10,7 +10,7 @@
 //! A cargo feature of the runtime is checked by one of the runtime's gate
 //! macros (see [`feature_gate`]).
 
-use proc_macro2::{Delimiter, Group, Span, TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, format_ident, quote};
 
 /// Where a check reports: from the first to the last token of what the user
@@ -145,6 +145,18 @@ pub fn write_hash(
         value,
         writer,
         Spot::at(span),
+    )
+}
+
+/// Checks that the argument `name` can be hashed into the default key,
+/// reporting at `spot` (its type) when it is not `Serialize`.
+pub fn hashable_argument(p: &TokenStream, name: &Ident, spot: Spot) -> TokenStream {
+    call(
+        p,
+        ("HashIntoDefaultKey", "check"),
+        &quote!(&#name),
+        quote!(),
+        spot,
     )
 }
 

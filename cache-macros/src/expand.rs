@@ -188,17 +188,28 @@ fn function_path(func: &ItemFn, suffix: Option<&str>) -> TokenStream {
     quote!(::core::concat!(::core::module_path!(), "::", #name #suffix))
 }
 
-/// The default key: the function's path, and the hash of its arguments.
-fn default_key(p: &TokenStream, func: &ItemFn, params: &[syn::Ident]) -> TokenStream {
-    if params.is_empty() {
+/// The default key: the function's path, and the hash of its arguments
+/// (`args`, names and types). Each argument is checked to be `Serialize` at
+/// its type; the hash of them all is written only when they all are
+/// (`ArgumentsHash`), so that one that is not is reported once, there.
+fn default_key(p: &TokenStream, func: &ItemFn, args: &[(syn::Ident, Type)]) -> TokenStream {
+    if args.is_empty() {
         let path = function_path(func, None);
         return quote!(#p::std::string::String::from(#path));
     }
     let path = function_path(func, Some(":"));
+    let checks = args
+        .iter()
+        .map(|(name, ty)| checks::hashable_argument(p, name, checks::Spot::of(ty)));
+    let names = args.iter().map(|(name, _)| name);
     quote! {
         {
+            #[allow(unused_imports)]
+            use #p::{HashArguments as _, SkipArguments as _};
+            #(#checks;)*
             let mut __cache_w = #p::KeyWriter::new();
-            __cache_w.lit(#path).hash(&(#(&#params,)*));
+            __cache_w.lit(#path);
+            (&#p::ArgumentsHash(&(#(&#names,)*))).write_hash(&mut __cache_w);
             __cache_w.finish()
         }
     }
@@ -703,7 +714,9 @@ mod tests {
         assert_no_bare_prelude_names(out, ITEM);
         let default = expand(cached, "", ITEM);
         assert!(
-            default.to_string().contains(". hash (& (& id , & f ,))"),
+            default
+                .to_string()
+                .contains("__private :: ArgumentsHash (& (& id , & f ,))) . write_hash"),
             "{default}"
         );
         assert_no_bare_prelude_names(default, ITEM);

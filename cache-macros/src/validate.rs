@@ -14,6 +14,11 @@ use crate::args::{CachedArgs, InvalidatesArgs, Strategy, TemplateArg, When};
 use crate::errors::{Errors, closest, one_of};
 use crate::template::{self, Modifier, Part, Placeholder};
 
+/// The most arguments a default key can hash: serde implements `Serialize`
+/// for tuples of up to 16 elements. (The expansion relies on it: it hashes
+/// the arguments only when their tuple is `Serialize`, having checked each.)
+const MAX_DEFAULT_KEY_ARGS: usize = 16;
+
 /// What `#[cached]` generates, once every check has passed.
 pub struct CachedPlan<'a> {
     /// The function as written.
@@ -55,8 +60,9 @@ pub struct BehindPlan<'a> {
 pub enum Key {
     /// `key = "..."`.
     Template(Resolved),
-    /// No `key`: the function's path and the hash of these arguments.
-    Default(Vec<Ident>),
+    /// No `key`: the function's path and the hash of these arguments (their
+    /// names and types).
+    Default(Vec<(Ident, Type)>),
 }
 
 /// What `#[invalidates]` generates, once every check has passed.
@@ -269,13 +275,17 @@ impl<'a> FnInfo<'a> {
         resolved.into_iter().collect()
     }
 
-    /// The argument names the default key hashes; records the arguments
-    /// that have no name.
-    fn default_key(&self, errors: &mut Errors) -> Option<Vec<Ident>> {
-        let mut idents = Vec::with_capacity(self.params.len());
-        for (pat, ident) in &self.params {
+    /// The arguments the default key hashes, names and types; records the
+    /// arguments that have no name.
+    fn default_key(&self, errors: &mut Errors) -> Option<Vec<(Ident, Type)>> {
+        let types = self.sig.inputs.iter().filter_map(|input| match input {
+            FnArg::Typed(typed) => Some(&*typed.ty),
+            FnArg::Receiver(_) => None,
+        });
+        let mut args = Vec::with_capacity(self.params.len());
+        for ((pat, ident), ty) in self.params.iter().zip(types) {
             match ident {
-                Some(ident) => idents.push((*ident).clone()),
+                Some(ident) => args.push(((*ident).clone(), ty.clone())),
                 None => errors.spanned(
                     pat,
                     "the default key hashes every argument by name, and this one is a pattern; \
@@ -283,7 +293,17 @@ impl<'a> FnInfo<'a> {
                 ),
             }
         }
-        (idents.len() == self.params.len()).then_some(idents)
+        if let Some((name, _)) = args.get(MAX_DEFAULT_KEY_ARGS) {
+            errors.at(
+                name.span(),
+                format!(
+                    "the default key hashes the arguments as one tuple, and serde serializes \
+                     tuples of at most {MAX_DEFAULT_KEY_ARGS}; give the key with `key = \"...\"`"
+                ),
+            );
+            return None;
+        }
+        (args.len() == self.params.len()).then_some(args)
     }
 }
 
@@ -679,6 +699,21 @@ mod tests {
     fn value_of(ty: &str) -> String {
         let ty: Type = syn::parse_str(ty).unwrap();
         cached_value(&ty).to_token_stream().to_string()
+    }
+
+    #[test]
+    fn a_default_key_hashes_at_most_16_arguments() {
+        let item = |n: usize| -> ItemFn {
+            let params: Vec<String> = (0..n).map(|i| format!("a{i}: u8")).collect();
+            syn::parse_str(&format!("async fn f({}) -> u8 {{ 0 }}", params.join(", "))).unwrap()
+        };
+        let args = CachedArgs::default();
+        for (n, ok) in [(16, true), (17, false)] {
+            let item = item(n);
+            let mut errors = Errors::new();
+            let plan = cached(&args, &item, &mut errors);
+            assert_eq!(plan.is_some() && errors.is_empty(), ok, "{n} arguments");
+        }
     }
 
     #[test]

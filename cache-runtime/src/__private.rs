@@ -68,6 +68,38 @@ impl<T: ?Sized> KeyNotInteger for &KeyPart<'_, T> {
     }
 }
 
+/// The arguments a default key hashes, for choosing by autoref
+/// specialisation whether to hash them: `(&ArgumentsHash(&args)).write_hash(w)`
+/// hashes them ([`HashArguments`]) when they are `Serialize`, and writes
+/// nothing ([`SkipArguments`]) otherwise. The expansion checks each argument
+/// where its type is written, so the second is only ever chosen in a build
+/// that fails with that error; it spares the expansion a second one.
+pub struct ArgumentsHash<'a, T: ?Sized>(pub &'a T);
+
+/// Serializable arguments: hashed.
+pub trait HashArguments {
+    /// Writes the arguments' hash.
+    fn write_hash(&self, w: &mut KeyWriter);
+}
+
+impl<T: serde::Serialize + ?Sized> HashArguments for ArgumentsHash<'_, T> {
+    #[inline]
+    fn write_hash(&self, w: &mut KeyWriter) {
+        w.hash(self.0);
+    }
+}
+
+/// Anything else: nothing written.
+pub trait SkipArguments {
+    /// Writes nothing.
+    fn write_hash(&self, w: &mut KeyWriter);
+}
+
+impl<T: ?Sized> SkipArguments for &ArgumentsHash<'_, T> {
+    #[inline]
+    fn write_hash(&self, _w: &mut KeyWriter) {}
+}
+
 /// The cache the macros use when no `cache = expr` is given: the installed
 /// global one, or, when none is installed, a pass-through cache that runs
 /// every body and warns once.

@@ -115,6 +115,22 @@ impl<T: Serialize + ?Sized> HashIntoKey for T {
     }
 }
 
+/// An argument hashed into the default key is serializable.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be hashed into the default key: it does not implement \
+               `Serialize`",
+    label = "the default key hashes every argument",
+    note = "derive it with `#[derive(serde::Serialize)]`, or give the key with \
+            `key = \"...\"`, from the arguments that tell calls apart"
+)]
+pub trait HashIntoDefaultKey {
+    /// Does nothing: calling it requires the trait.
+    fn check(_: &Self) {}
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> HashIntoDefaultKey for T {}
+
 /// The return type of a `strategy = "behind"` function: `()` or `Ok(())`
 /// once the call is queued, and, from a replayed call, whether the write
 /// worked.
