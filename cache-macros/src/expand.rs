@@ -16,6 +16,7 @@ use syn::spanned::Spanned as _;
 use syn::{AttrStyle, Attribute, ItemFn, Path, ReturnType, Type};
 
 use crate::args::{CachedArgs, Codec, Common, InvalidatesArgs, Strategy, When};
+use crate::checks;
 use crate::errors::Errors;
 use crate::template::Modifier;
 use crate::validate::{self, BehindPlan, CachedPlan, InvalidatesPlan, Key, Piece, Resolved};
@@ -95,7 +96,8 @@ fn return_type(func: &ItemFn) -> TokenStream {
 fn cache_ref(p: &TokenStream, common: &Common) -> TokenStream {
     match &common.cache {
         Some(expr) => {
-            let borrow = quote_spanned!(expr.span()=> #p::borrow_cache(__cache_holder));
+            let spot = checks::Spot::of(expr);
+            let borrow = checks::cache_handle(p, &quote!(__cache_holder), spot);
             quote! {
                 let __cache_holder = &(#expr);
                 let __cache_ref: &#p::Cache = #borrow;
@@ -134,26 +136,36 @@ fn typed_body(func: &ItemFn, ret: &TokenStream, ret_span: Span) -> TokenStream {
     }
 }
 
-/// `{ let mut __cache_w = KeyWriter::new(); __cache_w.lit(..).display(&..); __cache_w.finish() }`.
+/// `{ let mut __cache_w = KeyWriter::new(); __cache_w.lit(..); ..; __cache_w.finish() }`.
 ///
 /// A `Display` value goes through `write_integer` first, which writes
 /// integers without `fmt` and declines for every other type (autoref
 /// specialization: `KeyInteger` is implemented for `KeyPart` of each
-/// integer type, `KeyNotInteger` for `&KeyPart` of anything).
+/// integer type, `KeyNotInteger` for `&KeyPart` of anything). Values are
+/// written through the runtime's requirement traits, so a value without
+/// `Display` (or `Serialize`, for `:hash`) is reported at its placeholder.
 fn render(p: &TokenStream, template: &Resolved) -> TokenStream {
+    let (v, w) = (quote!(__cache_v), quote!(__cache_w));
     let calls = template.pieces.iter().map(|piece| match piece {
         Piece::Text(text) => quote!(__cache_w.lit(#text);),
         Piece::Value(value) => {
             let root = &value.root;
             let fields = &value.fields;
+            let bind = quote_spanned!(value.span=> let __cache_v = &#root #(.#fields)*;);
             match value.modifier {
-                Modifier::Display => quote_spanned! {value.span=>
-                    let __cache_v = &#root #(.#fields)*;
-                    if !(&#p::KeyPart(__cache_v)).write_integer(&mut __cache_w) {
-                        __cache_w.display(__cache_v);
+                Modifier::Display => {
+                    let write = checks::write_display(p, &v, &w, value.span);
+                    quote_spanned! {value.span=>
+                        #bind
+                        if !(&#p::KeyPart(__cache_v)).write_integer(&mut __cache_w) {
+                            #write;
+                        }
                     }
-                },
-                Modifier::Hash => quote_spanned!(value.span=> __cache_w.hash(&#root #(.#fields)*);),
+                }
+                Modifier::Hash => {
+                    let write = checks::write_hash(p, &v, &w, value.span);
+                    quote!(#bind #write;)
+                }
             }
         }
     });
@@ -176,17 +188,28 @@ fn function_path(func: &ItemFn, suffix: Option<&str>) -> TokenStream {
     quote!(::core::concat!(::core::module_path!(), "::", #name #suffix))
 }
 
-/// The default key: the function's path, and the hash of its arguments.
-fn default_key(p: &TokenStream, func: &ItemFn, params: &[syn::Ident]) -> TokenStream {
-    if params.is_empty() {
+/// The default key: the function's path, and the hash of its arguments
+/// (`args`, names and types). Each argument is checked to be `Serialize` at
+/// its type; the hash of them all is written only when they all are
+/// (`ArgumentsHash`), so that one that is not is reported once, there.
+fn default_key(p: &TokenStream, func: &ItemFn, args: &[(syn::Ident, Type)]) -> TokenStream {
+    if args.is_empty() {
         let path = function_path(func, None);
         return quote!(#p::std::string::String::from(#path));
     }
     let path = function_path(func, Some(":"));
+    let checks = args
+        .iter()
+        .map(|(name, ty)| checks::hashable_argument(p, name, checks::Spot::of(ty)));
+    let names = args.iter().map(|(name, _)| name);
     quote! {
         {
+            #[allow(unused_imports)]
+            use #p::{HashArguments as _, SkipArguments as _};
+            #(#checks;)*
             let mut __cache_w = #p::KeyWriter::new();
-            __cache_w.lit(#path).hash(&(#(&#params,)*));
+            __cache_w.lit(#path);
+            (&#p::ArgumentsHash(&(#(&#names,)*))).write_hash(&mut __cache_w);
             __cache_w.finish()
         }
     }
@@ -247,9 +270,14 @@ fn options(p: &TokenStream, plan: &CachedPlan) -> TokenStream {
             Codec::Postcard => quote!(#p::CodecKind::Postcard),
             Codec::Json => quote!(#p::CodecKind::Json),
             Codec::MsgPack => quote!(#p::CodecKind::MsgPack),
-            // Spanned at the literal: without the runtime's `bincode`
-            // feature, the trait bound's message points there.
-            Codec::Bincode => quote_spanned!(codec.lit.span()=> #p::bincode_codec::<()>()),
+            Codec::Bincode => checks::feature_gate(
+                p,
+                "if_bincode",
+                "bincode",
+                "`codec = \"bincode\"`",
+                codec.lit.span(),
+                quote!(#p::CodecKind::Bincode),
+            ),
         };
         chain.extend(quote!(.codec(#kind)));
     }
@@ -261,6 +289,19 @@ fn options(p: &TokenStream, plan: &CachedPlan) -> TokenStream {
         chain.extend(quote!(.encrypt(#encrypt)));
     }
     chain
+}
+
+/// `__cache_kind`: the kind of call that the return type `ret` selects, let
+/// through once its value type is checked to be cacheable. The check reports
+/// at `value` (the value type as written); a value type that fails it gets a
+/// kind that caches nothing, so that nothing else is reported.
+fn kind(p: &TokenStream, ret: &TokenStream, value: checks::Spot) -> TokenStream {
+    let check = checks::cacheable_value(p, &quote!(__cache_kind), value);
+    quote! {
+        let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind();
+        #check
+        let __cache_kind = (&&#p::Gate::of(&__cache_kind)).open();
+    }
 }
 
 /// The signature the expansion is emitted under: the function's own, but
@@ -287,9 +328,7 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
     let (outer, inner) = split_attrs(&func.attrs);
     let vis = &func.vis;
     let sig = &outer_signature(plan);
-    let ret: &Type = &plan.ret;
-    let ret_span = ret.span();
-    let ret = ret.to_token_stream();
+    let ret = plan.ret.to_token_stream();
     let cache_ref = cache_ref(&p, &plan.args.common);
     let key = match &plan.key {
         Key::Template(template) => render(&p, template),
@@ -304,16 +343,39 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
     if let Some(behind) = &plan.behind {
         return behind_fn(plan, behind, &p, &ret, prelude);
     }
-    let body = typed_body(func, &ret, ret_span);
-    // `.run` / `.store` are spanned at the return type, so that "the trait
-    // bound `T: Serialize` is not satisfied" points there.
-    let call = match plan.strategy {
+    let call = cached_call(plan, &p, &ret);
+    quote! {
+        #(#outer)*
+        #vis #sig {
+            #(#inner)*
+            #[allow(unused_imports)]
+            use #p::{
+                CopiesCloned as _, CopiesNone as _, GateOpen as _, GateShut as _, InCaller as _,
+                InTask as _, SelectOption as _, SelectPlain as _, SelectResult as _,
+                SelectResultOption as _,
+            };
+            #prelude
+            #call
+        }
+    }
+}
+
+/// The cached call of a `#[cached]` function other than write-behind, after
+/// its key and options (`ret` is its return type).
+fn cached_call(plan: &CachedPlan, p: &TokenStream, ret: &TokenStream) -> TokenStream {
+    let func = plan.item;
+    let ret_span = plan.ret.span();
+    let body = typed_body(func, ret, ret_span);
+    let kind = kind(p, ret, checks::Spot::of(&plan.value));
+    // `.run`, `.store` and `.launch` are spanned at the return type, so that
+    // whatever the compiler has to say about the call points there.
+    match plan.strategy {
         Strategy::Through => {
             let store = quote_spanned!(ret_span=> store);
             quote! {
+                #kind
                 let __cache_out: #ret = #body.await;
-                (&&&#p::Wrap::<#ret>::new())
-                    .kind()
+                __cache_kind
                     .#store(__cache_ref, &__cache_key, &__cache_opts, &__cache_out)
                     .await;
                 __cache_out
@@ -329,11 +391,10 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
                 let pats = params.iter().map(|(pat, _)| pat);
                 let tys = params.iter().map(|(_, ty)| ty);
                 let names = params.iter().map(|(pat, _)| &pat.ident);
-                let cacheable = quote_spanned!(ret_span=> cacheable);
                 quote! {
                     async fn __cache_body(#(#pats: #tys),*) -> #ret #block
                     let __cache_fut = __cache_body(#(#names),*);
-                    let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind().#cacheable();
+                    #kind
                     let __cache_opts = __cache_opts
                         .near_copies((&&#p::CopyProbe::of(&__cache_kind)).copies());
                     (&&#p::Probe::of(&__cache_fut))
@@ -350,7 +411,7 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
             None => {
                 let run = quote_spanned!(ret_span=> run);
                 quote! {
-                    let __cache_kind = (&&&#p::Wrap::<#ret>::new()).kind();
+                    #kind
                     let __cache_opts = __cache_opts
                         .near_copies((&&#p::CopyProbe::of(&__cache_kind)).copies());
                     __cache_kind
@@ -359,19 +420,6 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
                 }
             }
         },
-    };
-    quote! {
-        #(#outer)*
-        #vis #sig {
-            #(#inner)*
-            #[allow(unused_imports)]
-            use #p::{
-                CopiesCloned as _, CopiesNone as _, InCaller as _, InTask as _,
-                SelectOption as _, SelectPlain as _, SelectResult as _, SelectResultOption as _,
-            };
-            #prelude
-            #call
-        }
     }
 }
 
@@ -379,6 +427,10 @@ fn cached_fn(plan: &CachedPlan) -> TokenStream {
 /// handler that replays stored calls through the original body (or the
 /// `flush_batch` function), and a caller side that stores the value and
 /// queues the call in one step, or, with no store to queue in, writes at once.
+///
+/// The return type is checked where the caller gets its value and where a
+/// replayed call's result is read, both reported at the return type as
+/// written: one error there when it is not `()` or `Result<(), E>`.
 fn behind_fn(
     plan: &CachedPlan,
     behind: &BehindPlan,
@@ -387,91 +439,26 @@ fn behind_fn(
     prelude: TokenStream,
 ) -> TokenStream {
     let func = plan.item;
-    // Spanned at the return type: a wrong one is reported there.
-    let outcome = quote_spanned!(plan.ret.span()=> #p::flush_outcome);
     let (outer, inner) = split_attrs(&func.attrs);
-    let vis = &func.vis;
-    let sig = &func.sig;
-    let block = &func.block;
+    let (vis, sig, block) = (&func.vis, &func.sig, &func.block);
     let name = function_path(func, None);
     let names: Vec<&syn::Ident> = behind.params.iter().map(|(n, _)| *n).collect();
     let tys: Vec<&Type> = behind.params.iter().map(|(_, t)| *t).collect();
     let value = names[behind.value];
-    let args = plan.args;
-    let batch = Literal::u64_unsuffixed(args.behind.batch.unwrap_or(100));
-    let interval = Literal::u64_unsuffixed(
-        args.behind
-            .flush_interval
-            .map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    );
-    let run = match &args.behind.flush_batch {
-        // A batch holds at most one call per key (the flusher coalesces), so
-        // its calls are independent and run concurrently.
-        None => quote! {
-            #p::join_all(__cache_batch.into_iter().map(|__cache_bytes| async move {
-                match #p::decode_args::<(#(#tys,)*)>(&__cache_bytes) {
-                    #p::core::result::Result::Ok((#(#names,)*)) => {
-                        #outcome(__cache_body(#(#names),*).await)
-                    }
-                    #p::core::result::Result::Err(__cache_e) => #p::core::result::Result::Err(__cache_e),
-                }
-            }))
-            .await
-        },
-        Some(bulk) => quote! {
-            let mut __cache_values = #p::std::vec::Vec::with_capacity(__cache_batch.len());
-            let mut __cache_results = #p::std::vec::Vec::with_capacity(__cache_batch.len());
-            for __cache_bytes in &__cache_batch {
-                match #p::decode_args::<(#(#tys,)*)>(__cache_bytes) {
-                    #p::core::result::Result::Ok((#(#names,)*)) => {
-                        #(let _ = &#names;)*
-                        __cache_values.push(#value);
-                        __cache_results.push(#p::core::result::Result::Ok(()));
-                    }
-                    #p::core::result::Result::Err(__cache_e) => {
-                        __cache_results.push(#p::core::result::Result::Err(__cache_e));
-                    }
-                }
-            }
-            if !__cache_values.is_empty() {
-                let __cache_outcome = #p::flush_outcome(#bulk(__cache_values).await);
-                for __cache_r in &mut __cache_results {
-                    if __cache_r.is_ok() {
-                        *__cache_r = __cache_outcome.clone();
-                    }
-                }
-            }
-            __cache_results
-        },
-    };
+    let handler = flush_handler(plan, behind, p, ret);
+    let acknowledged = checks::acknowledged(p, ret);
     quote! {
         #(#outer)*
         #vis #sig {
             #(#inner)*
-            #[#p::linkme::distributed_slice(#p::FLUSH_HANDLERS)]
-            #[linkme(crate = #p::linkme)]
-            static __CACHE_FLUSH_HANDLER: #p::FlushHandler = #p::FlushHandler {
-                name: #name,
-                run: __cache_flush,
-                batch: #batch,
-                flush_interval_ms: #interval,
-            };
-            fn __cache_flush(
-                __cache_batch: #p::std::vec::Vec<#p::std::vec::Vec<u8>>,
-            ) -> #p::core::pin::Pin<
-                #p::std::boxed::Box<
-                    dyn #p::core::future::Future<Output = #p::std::vec::Vec<#p::FlushResult>> + Send,
-                >,
-            > {
-                #p::std::boxed::Box::pin(async move { #run })
-            }
+            #handler
             async fn __cache_body(#(#names: #tys),*) -> #ret #block
             #prelude
             match __cache_ref
                 .write_behind(#name, &__cache_key, &#value, &__cache_opts, &(#(&#names,)*))
                 .await
             {
-                #p::core::result::Result::Ok(()) => <#ret as #p::Acknowledge>::acknowledged(),
+                #p::core::result::Result::Ok(()) => #acknowledged,
                 #p::core::result::Result::Err(_) => {
                     // Nothing was queued (no Redis to queue in): write now, and
                     // drop whatever the cache held for the key.
@@ -485,6 +472,101 @@ fn behind_fn(
                 }
             }
         }
+    }
+}
+
+/// A write-behind function's flush handler, registered statically: it
+/// replays a batch of stored calls through the body (`__cache_body`) or the
+/// `flush_batch` function.
+fn flush_handler(
+    plan: &CachedPlan,
+    behind: &BehindPlan,
+    p: &TokenStream,
+    ret: &TokenStream,
+) -> TokenStream {
+    let name = function_path(plan.item, None);
+    let names: Vec<&syn::Ident> = behind.params.iter().map(|(n, _)| *n).collect();
+    let tys: Vec<&Type> = behind.params.iter().map(|(_, t)| *t).collect();
+    let args = plan.args;
+    let batch = Literal::u64_unsuffixed(args.behind.batch.unwrap_or(100));
+    let interval = Literal::u64_unsuffixed(
+        args.behind
+            .flush_interval
+            .map_or(5000, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+    );
+    let run = match &args.behind.flush_batch {
+        // A batch holds at most one call per key (the flusher coalesces), so
+        // its calls are independent and run concurrently.
+        None => {
+            let result = quote!(__cache_body(#(#names),*).await);
+            let flush_result = checks::behind_flush_result(p, ret, &result);
+            quote! {
+                #p::join_all(__cache_batch.into_iter().map(|__cache_bytes| async move {
+                    match #p::decode_args::<(#(#tys,)*)>(&__cache_bytes) {
+                        #p::core::result::Result::Ok((#(#names,)*)) => #flush_result,
+                        #p::core::result::Result::Err(__cache_e) => #p::core::result::Result::Err(__cache_e),
+                    }
+                }))
+                .await
+            }
+        }
+        Some(bulk) => flush_batch(p, behind, bulk),
+    };
+    quote! {
+        #[#p::linkme::distributed_slice(#p::FLUSH_HANDLERS)]
+        #[linkme(crate = #p::linkme)]
+        static __CACHE_FLUSH_HANDLER: #p::FlushHandler = #p::FlushHandler {
+            name: #name,
+            run: __cache_flush,
+            batch: #batch,
+            flush_interval_ms: #interval,
+        };
+        fn __cache_flush(
+            __cache_batch: #p::std::vec::Vec<#p::std::vec::Vec<u8>>,
+        ) -> #p::core::pin::Pin<
+            #p::std::boxed::Box<
+                dyn #p::core::future::Future<Output = #p::std::vec::Vec<#p::FlushResult>>
+                    + #p::core::marker::Send,
+            >,
+        > {
+            #p::std::boxed::Box::pin(async move { #run })
+        }
+    }
+}
+
+/// The flush of a batch through `flush_batch = bulk`: the stored values of
+/// the calls that decode, in one call of `bulk`, whose outcome is theirs.
+fn flush_batch(p: &TokenStream, behind: &BehindPlan, bulk: &syn::ExprPath) -> TokenStream {
+    let names: Vec<&syn::Ident> = behind.params.iter().map(|(n, _)| *n).collect();
+    let tys: Vec<&Type> = behind.params.iter().map(|(_, t)| *t).collect();
+    let value = names[behind.value];
+    let flushed = quote!(&__cache_flushed);
+    let outcome = checks::flush_batch_result(p, &flushed, checks::Spot::of(bulk));
+    quote! {
+        let mut __cache_values = #p::std::vec::Vec::with_capacity(__cache_batch.len());
+        let mut __cache_results = #p::std::vec::Vec::with_capacity(__cache_batch.len());
+        for __cache_bytes in &__cache_batch {
+            match #p::decode_args::<(#(#tys,)*)>(__cache_bytes) {
+                #p::core::result::Result::Ok((#(#names,)*)) => {
+                    #(let _ = &#names;)*
+                    __cache_values.push(#value);
+                    __cache_results.push(#p::core::result::Result::Ok(()));
+                }
+                #p::core::result::Result::Err(__cache_e) => {
+                    __cache_results.push(#p::core::result::Result::Err(__cache_e));
+                }
+            }
+        }
+        if !__cache_values.is_empty() {
+            let __cache_flushed = #bulk(__cache_values).await;
+            let __cache_outcome = #outcome;
+            for __cache_r in &mut __cache_results {
+                if __cache_r.is_ok() {
+                    *__cache_r = __cache_outcome.clone();
+                }
+            }
+        }
+        __cache_results
     }
 }
 
@@ -632,7 +714,9 @@ mod tests {
         assert_no_bare_prelude_names(out, ITEM);
         let default = expand(cached, "", ITEM);
         assert!(
-            default.to_string().contains(". hash (& (& id , & f ,))"),
+            default
+                .to_string()
+                .contains("__private :: ArgumentsHash (& (& id , & f ,))) . write_hash"),
             "{default}"
         );
         assert_no_bare_prelude_names(default, ITEM);
@@ -652,12 +736,16 @@ mod tests {
 
     #[test]
     fn crate_path_replaces_the_runtime() {
-        let out = expand(cached, r#"key = "k", crate = "::renamed::inner""#, ITEM).to_string();
-        assert!(
-            out.contains(":: renamed :: inner :: __private :: Wrap"),
-            "{out}"
-        );
-        assert!(!out.contains("cache_runtime"), "{out}");
+        let attrs = [
+            r#"key = "k:{id}", crate = "::renamed::inner""#,
+            r#"key = "k:{f:hash}", crate = "::renamed::inner", codec = "bincode", cache = c"#,
+            r#"key = "k", crate = "::renamed::inner", strategy = "behind", value = id"#,
+        ];
+        for attr in attrs {
+            let out = expand(cached, attr, ITEM).to_string();
+            assert!(out.contains(":: renamed :: inner :: __private ::"), "{out}");
+            assert!(!out.contains("cache_runtime"), "{out}");
+        }
     }
 
     #[test]

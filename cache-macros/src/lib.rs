@@ -6,6 +6,7 @@
 //! `::cache_runtime::__private` (or the path given with `crate = "..."`).
 
 mod args;
+mod checks;
 mod errors;
 mod expand;
 mod template;

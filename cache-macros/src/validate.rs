@@ -14,6 +14,11 @@ use crate::args::{CachedArgs, InvalidatesArgs, Strategy, TemplateArg, When};
 use crate::errors::{Errors, closest, one_of};
 use crate::template::{self, Modifier, Part, Placeholder};
 
+/// The most arguments a default key can hash: serde implements `Serialize`
+/// for tuples of up to 16 elements. (The expansion relies on it: it hashes
+/// the arguments only when their tuple is `Serialize`, having checked each.)
+const MAX_DEFAULT_KEY_ARGS: usize = 16;
+
 /// What `#[cached]` generates, once every check has passed.
 pub struct CachedPlan<'a> {
     /// The function as written.
@@ -21,6 +26,10 @@ pub struct CachedPlan<'a> {
     /// Its return type: the cached value's type (`()` for write-behind
     /// functions that return nothing).
     pub ret: Type,
+    /// The type of the cached value as written, for checks to point at:
+    /// `T` of `Result<Option<T>, E>`, `Result<T, E>` or `Option<T>`, or the
+    /// whole return type.
+    pub value: Type,
     /// The strategy.
     pub strategy: Strategy,
     /// With write-behind: the non-`self` arguments (all plain names) and
@@ -51,8 +60,9 @@ pub struct BehindPlan<'a> {
 pub enum Key {
     /// `key = "..."`.
     Template(Resolved),
-    /// No `key`: the function's path and the hash of these arguments.
-    Default(Vec<Ident>),
+    /// No `key`: the function's path and the hash of these arguments (their
+    /// names and types).
+    Default(Vec<(Ident, Type)>),
 }
 
 /// What `#[invalidates]` generates, once every check has passed.
@@ -265,13 +275,17 @@ impl<'a> FnInfo<'a> {
         resolved.into_iter().collect()
     }
 
-    /// The argument names the default key hashes; records the arguments
-    /// that have no name.
-    fn default_key(&self, errors: &mut Errors) -> Option<Vec<Ident>> {
-        let mut idents = Vec::with_capacity(self.params.len());
-        for (pat, ident) in &self.params {
+    /// The arguments the default key hashes, names and types; records the
+    /// arguments that have no name.
+    fn default_key(&self, errors: &mut Errors) -> Option<Vec<(Ident, Type)>> {
+        let types = self.sig.inputs.iter().filter_map(|input| match input {
+            FnArg::Typed(typed) => Some(&*typed.ty),
+            FnArg::Receiver(_) => None,
+        });
+        let mut args = Vec::with_capacity(self.params.len());
+        for ((pat, ident), ty) in self.params.iter().zip(types) {
             match ident {
-                Some(ident) => idents.push((*ident).clone()),
+                Some(ident) => args.push(((*ident).clone(), ty.clone())),
                 None => errors.spanned(
                     pat,
                     "the default key hashes every argument by name, and this one is a pattern; \
@@ -279,7 +293,17 @@ impl<'a> FnInfo<'a> {
                 ),
             }
         }
-        (idents.len() == self.params.len()).then_some(idents)
+        if let Some((name, _)) = args.get(MAX_DEFAULT_KEY_ARGS) {
+            errors.at(
+                name.span(),
+                format!(
+                    "the default key hashes the arguments as one tuple, and serde serializes \
+                     tuples of at most {MAX_DEFAULT_KEY_ARGS}; give the key with `key = \"...\"`"
+                ),
+            );
+            return None;
+        }
+        (args.len() == self.params.len()).then_some(args)
     }
 }
 
@@ -364,6 +388,36 @@ fn peel(ty: &Type) -> &Type {
         Type::Group(group) => peel(&group.elem),
         other => other,
     }
+}
+
+/// The type a return type caches, as written: `T` of `Result<Option<T>, E>`,
+/// `Result<T, E>` (or an alias such as `Result<T>`) and `Option<T>`, or the
+/// type itself. Only where checks of the value type point: which part of the
+/// return type is cached is decided by the type, not by how it is spelled.
+fn cached_value(ty: &Type) -> &Type {
+    let ty = peel(ty);
+    match type_argument(ty, "Result") {
+        Some(ok) => type_argument(peel(ok), "Option").unwrap_or(ok),
+        None => type_argument(ty, "Option").unwrap_or(ty),
+    }
+}
+
+/// `T` of `name<T, ..>` (the last segment of a path).
+fn type_argument<'a>(ty: &'a Type, name: &str) -> Option<&'a Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let segment = path.path.segments.last()?;
+    let PathArguments::AngleBracketed(args) = &segment.arguments else {
+        return None;
+    };
+    if path.qself.is_some() || segment.ident != name {
+        return None;
+    }
+    args.args.iter().find_map(|arg| match arg {
+        GenericArgument::Type(ty) => Some(ty),
+        _ => None,
+    })
 }
 
 /// The first `impl Trait` inside `ty`, if any.
@@ -516,7 +570,7 @@ pub fn cached<'a>(
     let strategy = args.strategy.as_ref().map_or(Strategy::Aside, |s| s.value);
     let ret = match strategy {
         // Write-behind returns `()` or `Result<(), E>` (checked by the
-        // runtime's `Acknowledge` bound), never a value to cache.
+        // expansion's `BehindReturn` trait), never a value to cache.
         Strategy::Behind => Some(match &item.sig.output {
             ReturnType::Type(_, ty) => (**ty).clone(),
             ReturnType::Default => syn::parse_quote!(()),
@@ -535,9 +589,11 @@ pub fn cached<'a>(
     let owned = (strategy == Strategy::Aside)
         .then(|| owned_params(item))
         .flatten();
+    let ret = ret?;
     Some(CachedPlan {
         item,
-        ret: ret?,
+        value: cached_value(&ret).clone(),
+        ret,
         strategy,
         behind,
         key: key?,
@@ -634,4 +690,44 @@ pub fn invalidates<'a>(
         when,
         args,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value_of(ty: &str) -> String {
+        let ty: Type = syn::parse_str(ty).unwrap();
+        cached_value(&ty).to_token_stream().to_string()
+    }
+
+    #[test]
+    fn a_default_key_hashes_at_most_16_arguments() {
+        let item = |n: usize| -> ItemFn {
+            let params: Vec<String> = (0..n).map(|i| format!("a{i}: u8")).collect();
+            syn::parse_str(&format!("async fn f({}) -> u8 {{ 0 }}", params.join(", "))).unwrap()
+        };
+        let args = CachedArgs::default();
+        for (n, ok) in [(16, true), (17, false)] {
+            let item = item(n);
+            let mut errors = Errors::new();
+            let plan = cached(&args, &item, &mut errors);
+            assert_eq!(plan.is_some() && errors.is_empty(), ok, "{n} arguments");
+        }
+    }
+
+    #[test]
+    fn the_cached_value_as_written() {
+        assert_eq!(value_of("Result<Option<User>, E>"), "User");
+        assert_eq!(value_of("Result<User, E>"), "User");
+        assert_eq!(value_of("io::Result<Vec<u8>>"), "Vec < u8 >");
+        assert_eq!(value_of("Option<(u8, u8)>"), "(u8 , u8)");
+        assert_eq!(value_of("(Option<User>)"), "User");
+        assert_eq!(value_of("Vec<Option<u8>>"), "Vec < Option < u8 > >");
+        assert_eq!(value_of("Option<Option<u8>>"), "Option < u8 >");
+        assert_eq!(
+            value_of("<T as Tr>::Result<u8>"),
+            "< T as Tr > :: Result < u8 >"
+        );
+    }
 }

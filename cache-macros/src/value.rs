@@ -87,13 +87,7 @@ pub fn duration(expr: &Expr, name: &str) -> syn::Result<Duration> {
             Duration::from_secs(seconds)
         }
         Some(Lit::Str(text)) => humantime::parse_duration(&text.value()).map_err(|error| {
-            syn::Error::new(
-                text.span(),
-                format!(
-                    "`{name}`: invalid duration {:?} ({error}); write it as in \"30m\", \"1h 30m\", \"90s\" or \"500ms\"",
-                    text.value()
-                ),
-            )
+            syn::Error::new(text.span(), unparsable(name, &text.value(), &error))
         })?,
         _ => return Err(expected(expr, name, &format!("a duration, {example}"))),
     };
@@ -104,6 +98,19 @@ pub fn duration(expr: &Expr, name: &str) -> syn::Result<Duration> {
         ));
     }
     Ok(duration)
+}
+
+/// What is wrong with a duration string, in the user's terms (the parser's
+/// own message names positions and expected tokens).
+fn unparsable(name: &str, text: &str, error: &humantime::DurationError) -> String {
+    match error {
+        humantime::DurationError::NumberOverflow => {
+            format!("`{name}`: {text:?} is too long a duration")
+        }
+        _ => format!(
+            "`{name}`: {text:?} is not a duration; write it as \"30m\", \"1h 30m\", \"90s\" or \"500ms\""
+        ),
+    }
 }
 
 /// A number (integer or float literal), with its span's literal checked for
@@ -297,7 +304,12 @@ mod tests {
         assert!(message(duration(&expr("0"), "ttl")).contains("must be positive"));
         assert!(message(duration(&expr("\"0s\""), "ttl")).contains("must be positive"));
         assert!(message(duration(&expr("-5"), "ttl")).contains("must be positive"));
-        assert!(message(duration(&expr("\"soon\""), "ttl")).contains("invalid duration"));
+        assert_eq!(
+            message(duration(&expr("\"half an hour\""), "ttl")),
+            "`ttl`: \"half an hour\" is not a duration; write it as \"30m\", \"1h 30m\", \"90s\" or \"500ms\""
+        );
+        assert!(message(duration(&expr("\"5 parsecs\""), "stale")).contains("is not a duration"));
+        assert!(message(duration(&expr("\"99999999999999 years\""), "ttl")).contains("too long"));
         assert!(message(duration(&expr("true"), "ttl")).contains("expects a duration"));
         assert!(message(duration(&expr("30m"), "ttl")).contains("\"30m\""));
         assert!(message(duration(&expr("99999999999999999999999"), "ttl")).contains("too large"));

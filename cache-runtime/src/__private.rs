@@ -11,6 +11,8 @@ use std::marker::PhantomData;
 
 use crate::lead::{Detached, Inline};
 
+pub mod requirements;
+
 pub use crate::behind::{FLUSH_HANDLERS, FlushFn, FlushHandler, FlushResult, decode_args};
 pub use crate::codec::CodecKind;
 pub use crate::key::KeyWriter;
@@ -66,6 +68,38 @@ impl<T: ?Sized> KeyNotInteger for &KeyPart<'_, T> {
     }
 }
 
+/// The arguments a default key hashes, for choosing by autoref
+/// specialisation whether to hash them: `(&ArgumentsHash(&args)).write_hash(w)`
+/// hashes them ([`HashArguments`]) when they are `Serialize`, and writes
+/// nothing ([`SkipArguments`]) otherwise. The expansion checks each argument
+/// where its type is written, so the second is only ever chosen in a build
+/// that fails with that error; it spares the expansion a second one.
+pub struct ArgumentsHash<'a, T: ?Sized>(pub &'a T);
+
+/// Serializable arguments: hashed.
+pub trait HashArguments {
+    /// Writes the arguments' hash.
+    fn write_hash(&self, w: &mut KeyWriter);
+}
+
+impl<T: serde::Serialize + ?Sized> HashArguments for ArgumentsHash<'_, T> {
+    #[inline]
+    fn write_hash(&self, w: &mut KeyWriter) {
+        w.hash(self.0);
+    }
+}
+
+/// Anything else: nothing written.
+pub trait SkipArguments {
+    /// Writes nothing.
+    fn write_hash(&self, w: &mut KeyWriter);
+}
+
+impl<T: ?Sized> SkipArguments for &ArgumentsHash<'_, T> {
+    #[inline]
+    fn write_hash(&self, _w: &mut KeyWriter) {}
+}
+
 /// The cache the macros use when no `cache = expr` is given: the installed
 /// global one, or, when none is installed, a pass-through cache that runs
 /// every body and warns once.
@@ -73,32 +107,32 @@ pub fn global() -> &'static Cache {
     Cache::global()
 }
 
-/// `cache = expr`: accepts a `Cache`, a `&Cache`, an `Arc<Cache>` and
-/// anything else that borrows as a `Cache`.
-pub fn borrow_cache<C: core::borrow::Borrow<Cache> + ?Sized>(c: &C) -> &Cache {
-    c.borrow()
-}
+// Cargo features the expansion depends on. Each has a gate: a macro that
+// takes two groups, `{ when on } { when off }`, and expands to the first when
+// the runtime is built with the feature and to the second otherwise. The
+// expansion passes a `compile_error!` naming the feature as the second group,
+// spanned at the argument that needs it, so a missing feature is one error
+// there. (A gate is `#[macro_export]`ed, as a macro must be to be used from
+// another crate, and re-exported here under a short name.) To gate another
+// feature, copy the pair below and add its re-export.
 
-/// The codec behind `codec = "bincode"`; it exists only with the runtime's
-/// `bincode` feature, and says so when it is missing.
-pub fn bincode_codec<T: BincodeEnabled>() -> CodecKind {
-    T::KIND
-}
-
-/// Implemented only when the `bincode` feature of cache-runtime is on.
-#[diagnostic::on_unimplemented(
-    message = "`codec = \"bincode\"` needs the `bincode` feature of cache-runtime",
-    label = "enable it with `cache-runtime = {{ version = \"..\", features = [\"bincode\"] }}`"
-)]
-pub trait BincodeEnabled {
-    #[doc(hidden)]
-    const KIND: CodecKind;
-}
-
+/// `{ on } { off }`: `on`, as the runtime has the `bincode` feature.
 #[cfg(feature = "bincode")]
-impl BincodeEnabled for () {
-    const KIND: CodecKind = CodecKind::Bincode;
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cache_runtime_if_bincode {
+    ({ $($on:tt)* } { $($off:tt)* }) => { $($on)* };
 }
+
+/// `{ on } { off }`: `off`, as the runtime lacks the `bincode` feature.
+#[cfg(not(feature = "bincode"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cache_runtime_if_bincode {
+    ({ $($on:tt)* } { $($off:tt)* }) => { $($off)* };
+}
+
+pub use crate::__cache_runtime_if_bincode as if_bincode;
 
 /// Selects how a return type is cached, by autoref specialisation:
 /// `(&&&Wrap::<R>::new()).kind()` picks, in this order,
@@ -163,6 +197,124 @@ pub trait SelectPlain<T> {
 }
 impl<T> SelectPlain<T> for Wrap<T> {}
 
+/// What the expansion asks of a kind of call: the type it caches, for the
+/// checks that report a value type that is not cacheable.
+pub trait Kind: Sized {
+    /// `T` of `Result<Option<T>, E>`, `Result<T, E>`, `Option<T>` or `T`.
+    type Value;
+    /// The function's return type.
+    type Out;
+    /// The kind.
+    const KIND: Self;
+
+    /// A marker of the value type, for a check that names it.
+    fn value_type(&self) -> PhantomData<fn() -> Self::Value> {
+        PhantomData
+    }
+}
+
+impl<T, E> Kind for ResultOptionKind<T, E> {
+    type Value = T;
+    type Out = Result<Option<T>, E>;
+    const KIND: Self = ResultOptionKind(PhantomData);
+}
+impl<T, E> Kind for ResultKind<T, E> {
+    type Value = T;
+    type Out = Result<T, E>;
+    const KIND: Self = ResultKind(PhantomData);
+}
+impl<T> Kind for OptionKind<T> {
+    type Value = T;
+    type Out = Option<T>;
+    const KIND: Self = OptionKind(PhantomData);
+}
+impl<T> Kind for PlainKind<T> {
+    type Value = T;
+    type Out = T;
+    const KIND: Self = PlainKind(PhantomData);
+}
+
+/// Lets a call through to the cache once its value type is cacheable, by
+/// autoref specialisation: `(&&Gate::of(&kind)).open()` is the kind itself
+/// when its value type is [`Cacheable`], and [`Refused`] otherwise.
+///
+/// The expansion checks the value type itself, where the user wrote it, so
+/// [`Refused`] is only ever chosen in a build that fails with that one error;
+/// it spares the rest of the expansion the same complaint at every use.
+pub struct Gate<K>(PhantomData<fn() -> K>);
+
+impl<K> Gate<K> {
+    /// A gate for the kind `kind`.
+    pub fn of(_kind: &K) -> Self {
+        Gate(PhantomData)
+    }
+}
+
+/// Selected when the value type is cacheable.
+pub trait GateOpen<K> {
+    /// The kind.
+    fn open(self) -> K;
+}
+
+impl<K: Kind> GateOpen<K> for &&Gate<K>
+where
+    K::Value: Cacheable,
+{
+    fn open(self) -> K {
+        K::KIND
+    }
+}
+
+/// Selected otherwise.
+pub trait GateShut<K: Kind> {
+    /// A kind that caches nothing.
+    fn open(self) -> Refused<K::Out>;
+}
+
+impl<K: Kind> GateShut<K> for &Gate<K> {
+    fn open(self) -> Refused<K::Out> {
+        Refused(PhantomData)
+    }
+}
+
+/// The kind of a call whose value type is not cacheable: it has every method
+/// of a kind, without bounds, and never touches the cache. Only a build that
+/// fails chooses it (see [`Gate`]).
+pub struct Refused<R>(PhantomData<fn() -> R>);
+
+impl<R> Refused<R> {
+    /// Runs the body.
+    pub async fn run<F>(self, _cache: &Cache, _key: String, _opts: Options, body: F) -> R
+    where
+        F: Future<Output = R>,
+    {
+        body.await
+    }
+
+    /// Stores nothing.
+    pub async fn store(&self, _cache: &Cache, _key: &str, _opts: &Options, _out: &R) {}
+}
+
+impl<R, F: Future<Output = R>> Run<F> for Refused<R> {
+    type Out = R;
+
+    fn run(self, _cache: &Cache, _key: String, _opts: Options, body: F) -> impl Future<Output = R> {
+        body
+    }
+}
+
+impl<R, F: Future<Output = R>> Spawn<F> for Refused<R> {
+    fn spawn(
+        self,
+        _cache: &Cache,
+        _key: String,
+        _opts: Options,
+        body: F,
+    ) -> impl Future<Output = R> {
+        body
+    }
+}
+
 /// Bounds every cached value must meet.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be cached: it must be `Serialize + DeserializeOwned + Send + 'static`",
@@ -172,12 +324,6 @@ pub trait Cacheable: serde::Serialize + serde::de::DeserializeOwned + Send + 'st
 impl<T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static> Cacheable for T {}
 
 impl<T: Cacheable, E> ResultOptionKind<T, E> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(
         self,
@@ -219,12 +365,6 @@ impl<T: Cacheable, E> ResultOptionKind<T, E> {
 }
 
 impl<T: Cacheable, E> ResultKind<T, E> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Result<T, E>
     where
@@ -463,12 +603,6 @@ fn infallible<T>(out: Result<T, Infallible>) -> T {
 }
 
 impl<T: Cacheable> OptionKind<T> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> Option<T>
     where
@@ -495,12 +629,6 @@ impl<T: Cacheable> OptionKind<T> {
 }
 
 impl<T: Cacheable> PlainKind<T> {
-    /// The kind itself, once its value type is known to be cacheable (so
-    /// that a type that is not is reported once, at the return type).
-    pub fn cacheable(self) -> Self {
-        self
-    }
-
     /// Runs a cached call; the body runs in its caller.
     pub async fn run<F>(self, cache: &Cache, key: String, opts: Options, body: F) -> T
     where
@@ -581,52 +709,6 @@ impl<T: Cacheable> PlainKind<T> {
     pub async fn store(&self, cache: &Cache, key: &str, opts: &Options, out: &T) {
         cache.write_through(key, out, opts).await;
     }
-}
-
-/// The return value of an acknowledged write-behind call: `()` or `Ok(())`.
-#[diagnostic::on_unimplemented(
-    message = "a `strategy = \"behind\"` function returns `()` or `Result<(), E>`, not `{Self}`",
-    label = "the caller gets this back once the write is queued"
-)]
-pub trait Acknowledge {
-    /// The value meaning "queued".
-    fn acknowledged() -> Self;
-}
-
-impl Acknowledge for () {
-    fn acknowledged() -> Self {}
-}
-
-impl<E> Acknowledge for Result<(), E> {
-    fn acknowledged() -> Self {
-        Ok(())
-    }
-}
-
-/// What a flushed body's return value says: `()` and `Ok(())` succeeded.
-#[diagnostic::on_unimplemented(
-    message = "a `strategy = \"behind\"` function returns `()` or `Result<(), E>` with `E: Debug`, not `{Self}`"
-)]
-pub trait IntoFlushResult {
-    /// The outcome, with the error's text.
-    fn into_flush_result(self) -> FlushResult;
-}
-
-impl IntoFlushResult for () {
-    fn into_flush_result(self) -> FlushResult {
-        Ok(())
-    }
-}
-
-impl<E: core::fmt::Debug> IntoFlushResult for Result<(), E> {
-    fn into_flush_result(self) -> FlushResult {
-        self.map_err(|e| format!("{e:?}"))
-    }
-}
-
-/// The outcome of one flushed call.
-pub fn flush_outcome<R: IntoFlushResult>(r: R) -> FlushResult {
-    r.into_flush_result()
 }
 
 /// Parses and decodes stored bytes exactly as a cache hit does (envelope

@@ -23,6 +23,10 @@ mod write;
 
 #[doc(hidden)]
 pub mod __private;
+// A second path to the traits that errors about the user's types name, one
+// the compiler prints them by (see `__private::requirements`).
+#[doc(hidden)]
+pub use __private::requirements as __requirements;
 
 /// Runs of a write-behind entry that fails before it moves to the dead-letter
 /// stream (counted by Redis, across processes).
