@@ -90,6 +90,9 @@ fn read_args(
     true
 }
 
+/// Longest pattern the runtime applies as it is (`cache_runtime::invalidate::MAX_PATTERN_LEN`).
+const MAX_PATTERN_LEN: usize = 1024;
+
 /// A key, tag or pattern template, with its parse (`None` when it had
 /// syntax errors, which are already recorded).
 pub struct TemplateArg {
@@ -112,7 +115,24 @@ impl TemplateArg {
                 );
                 None
             }
-            Ok(template) => Some(template),
+            Ok(template) => {
+                let mut fine = true;
+                for error in template.unseparated(&text) {
+                    errors.at(template::span_of(&lit, error.range), error.message);
+                    fine = false;
+                }
+                if name == "pattern" && template.literal_len() > MAX_PATTERN_LEN {
+                    errors.at(
+                        lit.span(),
+                        format!(
+                            "this pattern's literal text alone is {} bytes, over the {MAX_PATTERN_LEN} a pattern may have",
+                            template.literal_len()
+                        ),
+                    );
+                    fine = false;
+                }
+                fine.then_some(template)
+            }
             Err(template_errors) => {
                 for error in template_errors {
                     errors.at(template::span_of(&lit, error.range), error.message);

@@ -134,6 +134,57 @@ pub fn parse(text: &str) -> Result<Template, Vec<TemplateError>> {
     }
 }
 
+/// Whether `c` can separate two placeholders: an escaped value never holds
+/// it (the runtime escapes every byte of a value but ASCII letters and
+/// digits, as `%XX`).
+pub fn separates(c: char) -> bool {
+    !c.is_ascii_alphanumeric() && c != '%'
+}
+
+impl Template {
+    /// Errors for each pair of placeholders with no separator between them:
+    /// their values could run together, so that two different calls share a
+    /// key (`"{a}{b}"` with `(1, 23)` and `(12, 3)`).
+    pub fn unseparated(&self, text: &str) -> Vec<TemplateError> {
+        let mut errors = Vec::new();
+        let mut last: Option<&Placeholder> = None;
+        let mut separated = true;
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => separated |= t.chars().any(separates),
+                Part::Hole(hole) => {
+                    if let (Some(prev), false) = (last, separated) {
+                        errors.push(TemplateError {
+                            range: prev.range.start..hole.range.end,
+                            message: format!(
+                                "`{}` and `{}` need a separator between them, such as `:`, `-` or `/` \
+                                 (anything but an ASCII letter, a digit or `%`, which values are escaped into): \
+                                 without one, two different values could share a key",
+                                prev.source(text),
+                                hole.source(text)
+                            ),
+                        });
+                    }
+                    last = Some(hole);
+                    separated = false;
+                }
+            }
+        }
+        errors
+    }
+
+    /// Bytes of literal text, placeholders left out.
+    pub fn literal_len(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(t) => t.len(),
+                Part::Hole(_) => 0,
+            })
+            .sum()
+    }
+}
+
 fn unclosed(range: Range<usize>) -> TemplateError {
     TemplateError {
         range,
@@ -243,6 +294,34 @@ mod tests {
         match parse(template) {
             Ok(t) => panic!("{template:?} parsed as {t:?}"),
             Err(errors) => errors.into_iter().map(|e| (e.range, e.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn placeholders_need_a_separator() {
+        let unseparated = |t: &str| -> Vec<Range<usize>> {
+            parse(t)
+                .expect("parses")
+                .unseparated(t)
+                .into_iter()
+                .map(|e| e.range)
+                .collect()
+        };
+        assert_eq!(unseparated("{a}{b}"), [0..6]);
+        assert_eq!(unseparated("k:{a}x{b}"), [2..9]);
+        assert_eq!(unseparated("k:{a}%{b}"), [2..9]);
+        assert_eq!(unseparated("k:{a}x{b}7{c}"), [2..9, 6..13]);
+        for fine in [
+            "k:{a}:{b}",
+            "{a}-{b}",
+            "{a}/{b}",
+            "{a}.{b}",
+            "{a}_x{b}",
+            "{a}é{b}",
+            "{a}{{{b}",
+            "{a}",
+        ] {
+            assert!(unseparated(fine).is_empty(), "{fine}");
         }
     }
 

@@ -172,9 +172,8 @@ impl Cache {
     pub(crate) fn entry_key(&self, key: &str, version: u32) -> String {
         let mut entry = String::with_capacity(self.inner.prefix.len() + key.len() + 12);
         entry.push_str(&self.inner.prefix);
-        entry.push_str(":{");
+        entry.push(':');
         crate::key::push_framed(key, &mut entry);
-        entry.push('}');
         if version != 1 {
             self.inner.max_version.fetch_max(version, Ordering::Relaxed);
             entry.push_str(":v");
@@ -187,9 +186,8 @@ impl Cache {
     pub(crate) fn tag_key(&self, tag: &str) -> String {
         let mut k = String::with_capacity(self.inner.prefix.len() + tag.len() + 5);
         k.push_str(&self.inner.prefix);
-        k.push_str(":t:{");
+        k.push_str(":t:");
         crate::key::push_framed(tag, &mut k);
-        k.push('}');
         k
     }
 

@@ -46,6 +46,15 @@ impl Error {
     pub(crate) fn config(msg: impl fmt::Display) -> Self {
         Error::Config(msg.to_string())
     }
+
+    /// Whether the store failed (it may answer later): a retry can succeed,
+    /// unlike for an input the cache refuses.
+    pub fn is_store_failure(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(_) | Error::Timeout(_) | Error::Unavailable
+        )
+    }
 }
 
 /// Shorthand for `Result<T, cache_runtime::Error>`.

@@ -62,22 +62,28 @@ pub struct DeadLetter {
 impl Cache {
     /// Up to `limit` keys (as the application renders them) whose stored
     /// entries match the glob `pattern`. Uses `SCAN`, never `KEYS`. Redis only.
+    /// A long key (stored as its head and a hash, see
+    /// [`MAX_KEY_LEN`](crate::key::MAX_KEY_LEN)) is listed as its head, `…`
+    /// and its hash; so is every long key the pattern could match.
     pub async fn keys_matching(&self, pattern: &str, limit: usize) -> crate::Result<Vec<String>> {
         let crate::store::Store::Redis(store) = &self.inner.store else {
             return Ok(Vec::new());
         };
-        let mut stored = String::with_capacity(self.inner.prefix.len() + pattern.len() + 4);
-        stored.push_str(&self.inner.prefix);
-        stored.push_str(":{");
-        crate::key::push_framed(pattern, &mut stored);
-        stored.push('}');
-        let head = self.inner.prefix.len() + 2;
-        Ok(store
-            .scan(&stored, limit)
-            .await?
-            .into_iter()
-            .filter_map(|k| k.get(head..k.len().saturating_sub(1)).map(str::to_string))
-            .collect())
+        let stored = crate::key::StoredPattern::new(&self.inner.prefix, pattern);
+        let head = self.inner.prefix.len() + 1;
+        let mut keys = Vec::new();
+        for k in store.scan(&stored.scan, usize::MAX).await? {
+            if k.ends_with(":L") || !stored.covers(&k) {
+                continue;
+            }
+            if let Some(shown) = k.get(head..).and_then(shown_key) {
+                keys.push(shown);
+            }
+            if keys.len() >= limit {
+                break;
+            }
+        }
+        Ok(keys)
     }
 
     /// Up to `limit` dead letters of a write-behind function (its path), oldest first.
@@ -201,6 +207,22 @@ impl Cache {
             .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
             .collect())
     }
+}
+
+/// A stored key after the prefix (`{key}`, `{key}:v2`, `{head}#hash`) as
+/// the application's key (`key`, `key (v2)`, `head…#hash`).
+fn shown_key(framed: &str) -> Option<String> {
+    let inner = framed.strip_prefix('{')?;
+    let close = inner.find('}')?;
+    let (key, rest) = (&inner[..close], &inner[close + 1..]);
+    let mut shown = match rest.strip_prefix('#') {
+        Some(hash) => format!("{key}…#{}", hash.split(':').next().unwrap_or(hash)),
+        None => key.to_string(),
+    };
+    if let Some(version) = rest.rsplit(':').next().filter(|v| v.starts_with('v')) {
+        shown.push_str(&format!(" ({version})"));
+    }
+    Some(shown)
 }
 
 /// The near cache's state ([`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache)).

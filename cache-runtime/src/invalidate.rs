@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use crate::__private::Invalidation;
 use crate::error::{Error, Result};
+use crate::key::StoredPattern;
 use crate::read::random_token;
 use crate::{Cache, Options};
 
@@ -25,18 +26,47 @@ pub const MAX_PATTERN_LEN: usize = 1024;
 
 /// Invalidations waiting for the store to come back.
 ///
-/// While any is pending, reads in this process bypass the cache (they run
-/// their loaders and store nothing), so that an entry an invalidation could
-/// not yet remove is never served here.
+/// While one is pending, reads in this process of what it covers (its keys,
+/// entries carrying its tags, keys its patterns match) bypass the cache (they
+/// run their loaders and store nothing), so that an entry an invalidation
+/// could not yet remove is never served here. Other reads go on as usual.
 #[derive(Default)]
 pub(crate) struct Pending {
-    queue: Mutex<Vec<Invalidation>>,
+    queue: Mutex<Vec<Waiting>>,
     count: std::sync::atomic::AtomicUsize,
     running: std::sync::atomic::AtomicBool,
+    /// Held by the one pass of retries that may run at a time.
+    retrying: tokio::sync::Mutex<()>,
+}
+
+/// A pending invalidation, and what it covers in stored form.
+#[derive(Clone)]
+struct Waiting {
+    inv: Invalidation,
+    /// Stored keys of the entries (schema version 1; other versions add
+    /// `:v…`).
+    entries: Vec<String>,
+    tag_keys: Vec<String>,
+    patterns: Vec<StoredPattern>,
+}
+
+impl Waiting {
+    fn covers(&self, entry: &str, tag_keys: &[String]) -> bool {
+        self.entries.iter().any(|e| same_entry(e, entry))
+            || self.tag_keys.iter().any(|t| tag_keys.contains(t))
+            || self.patterns.iter().any(|p| p.covers(entry))
+    }
+}
+
+/// Whether `entry` is the stored key `base` or one of its versions.
+fn same_entry(base: &str, entry: &str) -> bool {
+    entry
+        .strip_prefix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(":v"))
 }
 
 impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Invalidation>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Waiting>> {
         match self.queue.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -48,23 +78,33 @@ impl Pending {
         self.count.load(Relaxed)
     }
 
-    fn push(&self, inv: Invalidation) {
+    /// Whether a pending invalidation covers the entry `entry` (its stored
+    /// key) carrying the tags stored at `tag_keys`.
+    pub(crate) fn covers(&self, entry: &str, tag_keys: &[String]) -> bool {
+        self.len() > 0 && self.lock().iter().any(|w| w.covers(entry, tag_keys))
+    }
+
+    fn push(&self, w: Waiting) {
         let mut q = self.lock();
-        q.push(inv);
+        q.push(w);
         self.count.store(q.len(), Relaxed);
     }
 
-    fn take(&self) -> Vec<Invalidation> {
-        let mut q = self.lock();
-        self.count.store(q.len(), Relaxed);
-        std::mem::take(&mut *q)
+    fn take(&self) -> Vec<Waiting> {
+        let q = self.lock();
+        // The count stays until what failed again is put back: reads keep
+        // bypassing meanwhile.
+        q.clone()
     }
 
-    /// Puts back what failed, ahead of anything queued meanwhile.
-    fn put_back(&self, mut failed: Vec<Invalidation>) -> bool {
+    /// Replaces what was taken by what failed again (queued meanwhile
+    /// stays); true when nothing is left.
+    fn put_back(&self, taken: usize, failed: Vec<Waiting>) -> bool {
         let mut q = self.lock();
-        failed.append(&mut q);
+        let taken = taken.min(q.len());
+        let newer: Vec<Waiting> = q.drain(taken..).collect();
         *q = failed;
+        q.extend(newer);
         self.count.store(q.len(), Relaxed);
         q.is_empty()
     }
@@ -125,11 +165,7 @@ impl Cache {
                 pattern.len()
             )));
         }
-        let mut stored = String::with_capacity(self.inner.prefix.len() + pattern.len() + 4);
-        stored.push_str(&self.inner.prefix);
-        stored.push_str(":{");
-        crate::key::escape_frame_into(pattern, &mut stored);
-        stored.push_str("}*");
+        let stored = crate::key::StoredPattern::new(&self.inner.prefix, pattern);
         self.inner.store.delete_pattern(&stored).await
     }
 
@@ -146,17 +182,41 @@ impl Cache {
         Ok(())
     }
 
-    /// What `#[invalidates]` runs: never fails the caller. A failure is
-    /// counted and logged, and the invalidation is retried in the background
-    /// until the store answers.
+    /// What `#[invalidates]` runs: never fails the caller. A pattern longer
+    /// than [`MAX_PATTERN_LEN`] is widened to its literal head and `*` (it
+    /// removes more, never less). A store failure is counted and logged, and
+    /// the invalidation is retried in the background until the store answers.
     pub(crate) async fn invalidate_quiet(&self, inv: &Invalidation) {
         let stats = self.inner.stats.function("");
         stats.invalidation();
-        if let Err(e) = self.apply(inv).await {
-            stats.error();
-            tracing::warn!(error = %e, "cache: invalidation failed; retrying in the background");
-            self.inner.pending.push(inv.clone());
-            self.spawn_retrier();
+        let inv = applicable(inv);
+        match self.apply(&inv).await {
+            Ok(()) => {}
+            Err(e) if e.is_store_failure() => {
+                stats.error();
+                tracing::warn!(error = %e, "cache: invalidation failed; retrying in the background");
+                self.inner.pending.push(self.waiting(inv));
+                self.spawn_retrier();
+            }
+            Err(e) => {
+                stats.error();
+                tracing::error!(error = %e, "cache: invalidation refused");
+            }
+        }
+    }
+
+    /// A pending invalidation with what it covers in stored form.
+    fn waiting(&self, inv: Invalidation) -> Waiting {
+        let prefix = &self.inner.prefix;
+        Waiting {
+            entries: inv.keys.iter().map(|k| self.entry_key(k, 1)).collect(),
+            tag_keys: inv.tags.iter().map(|t| self.tag_key(t)).collect(),
+            patterns: inv
+                .patterns
+                .iter()
+                .map(|p| StoredPattern::new(prefix, p))
+                .collect(),
+            inv,
         }
     }
 
@@ -189,16 +249,20 @@ impl Cache {
 
     /// Tries every pending invalidation once; true when none is left.
     async fn retry_pending(&self) -> bool {
+        let _one_pass = self.inner.pending.retrying.lock().await;
         let batch = self.inner.pending.take();
+        let taken = batch.len();
         let stats = self.inner.stats.function("");
         let mut failed = Vec::new();
-        for inv in batch {
-            if self.apply(&inv).await.is_err() {
+        for w in batch {
+            if let Err(e) = self.apply(&w.inv).await {
                 stats.invalidation_retry();
-                failed.push(inv);
+                if e.is_store_failure() {
+                    failed.push(w);
+                }
             }
         }
-        self.inner.pending.put_back(failed)
+        self.inner.pending.put_back(taken, failed)
     }
 
     /// Number of invalidations that failed and are waiting to be retried.
@@ -212,6 +276,22 @@ impl Cache {
         let k = self.entry_keys(key, options.version);
         self.inner.store.delete(&[k.entry, k.lease]).await
     }
+}
+
+/// `inv` with every pattern over [`MAX_PATTERN_LEN`] widened to its literal
+/// head and `*`.
+fn applicable(inv: &Invalidation) -> Invalidation {
+    let mut inv = inv.clone();
+    for p in &mut inv.patterns {
+        if p.len() > MAX_PATTERN_LEN {
+            tracing::warn!(
+                len = p.len(),
+                "cache: pattern longer than {MAX_PATTERN_LEN} bytes; removing every key of its literal head"
+            );
+            *p = format!("{}*", crate::key::glob_head(p, MAX_PATTERN_LEN - 1));
+        }
+    }
+    inv
 }
 
 /// Used by `shutdown`: retries pending invalidations for up to five seconds.
@@ -229,5 +309,48 @@ pub(crate) async fn drain_retries(cache: &Cache) {
             left,
             "cache: shutting down with invalidations that could not be applied"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(keys: &[&str], tags: &[&str], patterns: &[&str]) -> Waiting {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        Waiting {
+            inv: Invalidation::default(),
+            entries: owned(keys),
+            tag_keys: owned(tags),
+            patterns: patterns
+                .iter()
+                .map(|p| StoredPattern::new("p", p))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_pending_invalidation_covers_its_keys_versions_tags_and_patterns() {
+        let w = waiting(&["p:{a}"], &["p:t:{users}"], &["s:*"]);
+        assert!(w.covers("p:{a}", &[]));
+        assert!(w.covers("p:{a}:v2", &[]), "every version");
+        assert!(!w.covers("p:{ab}", &[]) && !w.covers("p:{a}b", &[]));
+        assert!(w.covers("p:{x}", &["p:t:{other}".into(), "p:t:{users}".into()]));
+        assert!(!w.covers("p:{x}", &["p:t:{other}".into()]));
+        assert!(w.covers("p:{s:1}", &[]) && !w.covers("p:{t:1}", &[]));
+    }
+
+    #[test]
+    fn patterns_over_the_limit_are_widened_to_their_head() {
+        let long = format!("search:{}*", "%3A".repeat(400));
+        let inv = Invalidation {
+            patterns: vec!["s:*".into(), long.clone()],
+            ..Invalidation::default()
+        };
+        let applied = applicable(&inv);
+        assert_eq!(applied.patterns[0], "s:*");
+        let widened = &applied.patterns[1];
+        assert!(widened.len() <= MAX_PATTERN_LEN && widened.ends_with('*'));
+        assert!(long.starts_with(&widened[..widened.len() - 1]));
     }
 }

@@ -1,36 +1,31 @@
-//! Key rendering and escaping.
+//! Key rendering, escaping and hashing.
 //!
 //! A key template such as `"user:{id}"` is rendered by writing its literal
-//! text verbatim and every placeholder value *escaped*: the escape is
-//! injective, so two different argument values never produce the same key,
-//! and it removes every character that means something to Redis key handling:
+//! text verbatim and every placeholder value *escaped*: each byte of a value
+//! that is not an ASCII letter or digit is written as `%XX`. So a value can
+//! never contain a separator (`:`, `-`, `/`, `.`, anything but letters,
+//! digits and `%`), the braces that choose a cluster slot, or a glob
+//! wildcard; and the macros refuse a template with two placeholders that no
+//! such separator parts. Together these make rendering injective: two calls
+//! whose placeholder values differ never share a key, and a value inside a
+//! pattern is literal and can never widen it.
 //!
-//! * `:` (the usual separator), so `("a:b", "c")` and `("a", "b:c")` differ;
-//! * `{` and `}`, so no value can choose the cluster hash slot of a key;
-//! * `*`, `?`, `[`, `]`, `\`, so a value inside a pattern is literal and can
-//!   never widen it;
-//! * `%` (the escape character itself), control characters and space.
+//! A key whose stored form would be longer than [`MAX_KEY_LEN`] keeps its
+//! first bytes readable and ends in a hash of the whole key (see
+//! [`push_framed`]), so no argument can make Redis keys grow without bound,
+//! and a pattern still finds it. Hashes, here and for `{arg:hash}`, are
+//! BLAKE3 truncated to 192 bits: finding two inputs with the same hash takes
+//! about 2^96 work.
 //!
-//! Non-ASCII text is kept as UTF-8. Values are escaped with
-//! [`percent-encoding`](https://docs.rs/percent-encoding).
+//! Values are escaped with [`percent-encoding`](https://docs.rs/percent-encoding).
 
 use std::fmt::{self, Write as _};
 
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use percent_encoding::{AsciiSet, CONTROLS, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Serialize;
 
-/// Characters escaped inside placeholder values.
-const VALUE_ESCAPES: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'%')
-    .add(b':')
-    .add(b'{')
-    .add(b'}')
-    .add(b'*')
-    .add(b'?')
-    .add(b'[')
-    .add(b']')
-    .add(b'\\');
+/// Bytes escaped inside placeholder values: all but ASCII letters and digits.
+const VALUE_ESCAPES: &AsciiSet = NON_ALPHANUMERIC;
 
 /// Characters escaped in a whole key or pattern given by hand: only those
 /// that would break the hash-tag framing of the stored key.
@@ -40,13 +35,29 @@ const FRAME_ESCAPES: &AsciiSet = &CONTROLS.add(b' ').add(b'{').add(b'}');
 ///
 /// ```
 /// let mut s = String::new();
-/// cache_runtime::key::escape_value_into("a:b*{c}", &mut s);
-/// assert_eq!(s, "a%3Ab%2A%7Bc%7D");
+/// cache_runtime::key::escape_value_into("a:b-c*{d}", &mut s);
+/// assert_eq!(s, "a%3Ab%2Dc%2A%7Bd%7D");
 /// ```
 pub fn escape_value_into(value: &str, out: &mut String) {
+    if value.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        out.push_str(value);
+        return;
+    }
     for part in utf8_percent_encode(value, VALUE_ESCAPES) {
         out.push_str(part);
     }
+}
+
+/// Whether `c` can separate two placeholders: an escaped value never holds
+/// it (anything but an ASCII letter, an ASCII digit and `%`).
+///
+/// ```
+/// use cache_runtime::key::separates;
+/// assert!(separates(':') && separates('-') && separates('/') && separates('é'));
+/// assert!(!separates('x') && !separates('7') && !separates('%'));
+/// ```
+pub fn separates(c: char) -> bool {
+    !c.is_ascii_alphanumeric() && c != '%'
 }
 
 /// Escapes the characters of a hand-written key that would break the stored
@@ -66,54 +77,165 @@ pub(crate) fn escape_frame_into(key: &str, out: &mut String) {
     }
 }
 
-/// Longest key (or tag), after escaping, stored as it is; longer ones are
-/// stored as `#` and the 128-bit hash of the escaped text, so no argument can
-/// make Redis keys grow without bound. (Pattern invalidation cannot see into
-/// hashed keys; invalidate those by key or tag.)
+/// Longest key (or tag), after escaping, stored as it is. A longer one (and
+/// the empty key) is stored as its first [`KEPT`] bytes and a hash of the
+/// whole: see [`push_framed`].
 pub const MAX_KEY_LEN: usize = 512;
 
-/// Appends the stored form of a key or tag: escaped, or hashed when too long
-/// or empty. (An empty key would leave the braces around it empty, and
-/// Redis Cluster hashes a key with an empty `{}` as a whole, which would part
-/// an entry from its lease.)
+/// Bytes of a long key kept readable in its stored form.
+pub const KEPT: usize = 448;
+
+/// Hex digits of a hash in a key: 192 bits.
+pub const HASH_HEX: usize = 48;
+
+/// What follows the closing brace of a long key's stored form (then the
+/// hash). Nothing else can follow it: a short key's brace is followed by
+/// nothing, `:L` or `:v…`.
+pub(crate) const LONG_MARK: &str = "}#";
+
+/// Appends the stored form of a key or tag, braces included: `{key}`,
+/// escaped for the framing; or, when that is longer than [`MAX_KEY_LEN`] or
+/// empty, `{head}#hash`: its first [`KEPT`] bytes (at most; cut on a
+/// character boundary), then the BLAKE3 hash of the whole. The head keeps
+/// the key's slot choice and lets a pattern find it (see
+/// `StoredPattern`). The empty key's head is `#`: an empty `{}` would make
+/// Redis Cluster hash the key as a whole, which would part an entry from its
+/// lease.
 pub(crate) fn push_framed(key: &str, out: &mut String) {
+    out.push('{');
     let start = out.len();
     escape_frame_into(key, out);
     let len = out.len() - start;
-    if len == 0 || len > MAX_KEY_LEN {
-        let digest = xxhash_rust::xxh3::xxh3_128(&out.as_bytes()[start..]);
-        out.truncate(start);
-        let _ = write!(out, "#{digest:032x}");
+    if len > 0 && len <= MAX_KEY_LEN {
+        out.push('}');
+        return;
+    }
+    let digest = hash_hex(&out.as_bytes()[start..]);
+    let mut head = KEPT.min(len);
+    while !out.is_char_boundary(start + head) {
+        head -= 1;
+    }
+    out.truncate(start + head);
+    if head == 0 {
+        out.push('#');
+    }
+    out.push_str(LONG_MARK);
+    out.push_str(&digest);
+}
+
+/// The literal head of a glob pattern (what comes before its first
+/// wildcard), at most `max` bytes, cut on a character boundary and never
+/// inside a `\\x` escape. Every key the pattern matches starts with what
+/// the head matches.
+pub(crate) fn glob_head(pattern: &str, max: usize) -> &str {
+    let bytes = pattern.as_bytes();
+    let mut end = 0;
+    while end < bytes.len() && end < max {
+        match bytes[end] {
+            b'*' | b'?' | b'[' => break,
+            b'\\' if end + 2 <= max.min(bytes.len()) => end += 2,
+            b'\\' => break,
+            _ => end += 1,
+        }
+    }
+    while !pattern.is_char_boundary(end) {
+        end -= 1;
+    }
+    &pattern[..end]
+}
+
+/// A pattern as the store applies it: the glob a stored key must match,
+/// and the wider one its `SCAN` uses so that long keys are found too.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredPattern {
+    /// For `SCAN MATCH`: every key the pattern covers matches it.
+    pub(crate) scan: String,
+    /// What a short stored key must match.
+    exact: String,
+}
+
+impl StoredPattern {
+    /// The stored form of `pattern` (a glob over keys as the application
+    /// renders them) under the cache prefix `prefix`.
+    pub(crate) fn new(prefix: &str, pattern: &str) -> StoredPattern {
+        let mut framed = String::with_capacity(pattern.len() + 8);
+        escape_frame_into(pattern, &mut framed);
+        let head = glob_escape(prefix);
+        let exact = format!("{head}:{{{framed}}}*");
+        // A long form keeps at least `KEPT - 3` bytes of its key (it is cut
+        // on a character boundary).
+        let scan = format!("{head}:{{{}*", glob_head(&framed, KEPT - 3));
+        StoredPattern { scan, exact }
+    }
+
+    /// Whether the pattern removes the stored key `stored`: a short key that
+    /// matches it, or a long key whose kept head could (the rest of a long
+    /// key is hashed, so a pattern removes every long key it could match).
+    pub(crate) fn covers(&self, stored: &str) -> bool {
+        let (stored, scan) = (stored.as_bytes(), self.scan.as_bytes());
+        crate::glob::matches(self.exact.as_bytes(), stored)
+            || (is_long_bytes(stored) && crate::glob::matches(scan, stored))
     }
 }
 
-/// A 128-bit, process- and platform-independent hash of a serializable value,
-/// as 32 lowercase hex digits (xxh3-128 over its postcard encoding).
+fn is_long_bytes(stored: &[u8]) -> bool {
+    stored
+        .windows(LONG_MARK.len())
+        .any(|w| w == LONG_MARK.as_bytes())
+}
+
+/// `text` with the glob's special characters escaped, to match itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// BLAKE3 of `bytes`, truncated to 192 bits, as 48 lowercase hex digits.
+fn hash_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(HASH_HEX);
+    push_hex(&blake3::hash(bytes), &mut s);
+    s
+}
+
+fn push_hex(hash: &blake3::Hash, out: &mut String) {
+    for b in &hash.as_bytes()[..HASH_HEX / 2] {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
+/// A 192-bit, process- and platform-independent hash of a serializable value,
+/// as 48 lowercase hex digits (BLAKE3 over its postcard encoding, truncated).
 ///
 /// ```
 /// let a = cache_runtime::key::hash_value(&("filter", 3u32));
-/// assert_eq!(a.len(), 32);
+/// assert_eq!(a.len(), 48);
 /// assert_eq!(a, cache_runtime::key::hash_value(&("filter", 3u32)));
 /// assert_ne!(a, cache_runtime::key::hash_value(&("filter", 4u32)));
 /// ```
 pub fn hash_value<T: Serialize + ?Sized>(value: &T) -> String {
-    let mut s = String::with_capacity(32);
+    let mut s = String::with_capacity(HASH_HEX);
     write_hash(value, &mut s);
     s
 }
 
 fn write_hash<T: Serialize + ?Sized>(value: &T, out: &mut String) {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut hasher = blake3::Hasher::new();
     // Serializing into a hasher cannot fail for I/O reasons; a value whose
     // `Serialize` impl itself fails hashes to the hash of what it wrote so far,
     // plus a marker, so it still gets a stable key.
     if postcard::to_io(value, HashWriter(&mut hasher)).is_err() {
         hasher.update(b"\xffserialize-error");
     }
-    let _ = write!(out, "{:032x}", hasher.digest128());
+    push_hex(&hasher.finalize(), out);
 }
 
-struct HashWriter<'a>(&'a mut xxhash_rust::xxh3::Xxh3);
+struct HashWriter<'a>(&'a mut blake3::Hasher);
 
 impl std::io::Write for HashWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -128,7 +250,10 @@ impl std::io::Write for HashWriter<'_> {
 /// Builds a key (or pattern) from literal text and escaped placeholder values.
 ///
 /// This is what `#[cached(key = "...")]` expands into; it is public so that
-/// hand-written code renders keys exactly as the macros do.
+/// hand-written code renders keys exactly as the macros do. As in a
+/// template, write literal text holding a separator (any character but ASCII
+/// letters, digits and `%`, see [`separates`]) between two values: without
+/// one, `("1", "23")` and `("12", "3")` would render alike.
 ///
 /// ```
 /// use cache_runtime::key::KeyWriter;
@@ -162,11 +287,19 @@ impl KeyWriter {
         self
     }
 
-    /// Appends an integer placeholder value: its decimal digits, which never
-    /// need escaping, written without going through `fmt` (the same text as
+    /// Appends an integer placeholder value: its decimal digits (a minus
+    /// sign escaped), written without going through `fmt` (the same text as
     /// [`display`](Self::display) writes for it).
     pub(crate) fn integer<I: itoa::Integer>(&mut self, value: I) -> &mut Self {
-        self.buf.push_str(itoa::Buffer::new().format(value));
+        let mut digits = itoa::Buffer::new();
+        let text = digits.format(value);
+        match text.strip_prefix('-') {
+            Some(abs) => {
+                self.buf.push_str("%2D");
+                self.buf.push_str(abs);
+            }
+            None => self.buf.push_str(text),
+        }
         self
     }
 
@@ -209,70 +342,243 @@ mod tests {
         w.finish()
     }
 
+    /// Renders a template: literal texts around the values (one more text
+    /// than values).
+    fn render_template(texts: &[String], values: &[String]) -> String {
+        let mut w = KeyWriter::new();
+        for (i, text) in texts.iter().enumerate() {
+            w.lit(text);
+            if let Some(v) = values.get(i) {
+                w.display(v);
+            }
+        }
+        w.finish()
+    }
+
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(":".to_string()),
+            Just("-".to_string()),
+            Just("/".to_string()),
+            Just(".".to_string()),
+            Just("_".to_string()),
+            Just(",".to_string()),
+            Just("|".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("*".to_string()),
+            Just("?".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just("\\".to_string()),
+            Just("%".to_string()),
+            Just("%3A".to_string()),
+            Just("%2D".to_string()),
+            Just("é".to_string()),
+            Just("🦀".to_string()),
+            Just(" ".to_string()),
+            Just("\n".to_string()),
+            Just("".to_string()),
+            "[a-c0-2]{0,2}",
+        ]
+    }
+
     fn adversarial() -> impl Strategy<Value = String> {
-        proptest::collection::vec(
+        proptest::collection::vec(piece(), 0..6).prop_map(|v| v.concat())
+    }
+
+    /// Literal text a template may hold between two placeholders: anything,
+    /// with at least one separating character.
+    fn separator() -> impl Strategy<Value = String> {
+        (
+            adversarial(),
             prop_oneof![
-                Just(":".to_string()),
-                Just("{".to_string()),
-                Just("}".to_string()),
-                Just("*".to_string()),
-                Just("?".to_string()),
-                Just("[".to_string()),
-                Just("]".to_string()),
-                Just("\\".to_string()),
-                Just("%".to_string()),
-                Just("%3A".to_string()),
-                Just("é".to_string()),
-                Just("🦀".to_string()),
-                Just(" ".to_string()),
-                Just("\n".to_string()),
-                Just("".to_string()),
-                "[a-c]{0,2}",
+                Just(':'),
+                Just('-'),
+                Just('/'),
+                Just('.'),
+                Just('_'),
+                Just(','),
+                Just('|'),
+                Just('é')
             ],
-            0..6,
+            adversarial(),
         )
-        .prop_map(|v| v.concat())
+            .prop_map(|(a, c, b)| format!("{a}{c}{b}"))
+            .prop_filter("a separator", |s| s.chars().any(separates))
+    }
+
+    /// A template of 1 to 3 placeholders: its literal texts.
+    fn template() -> impl Strategy<Value = Vec<String>> {
+        (
+            adversarial(),
+            proptest::collection::vec(separator(), 0..3),
+            adversarial(),
+        )
+            .prop_map(|(head, seps, tail)| {
+                let mut texts = vec![head];
+                texts.extend(seps);
+                texts.push(tail);
+                texts
+            })
+    }
+
+    fn values(n: usize) -> impl Strategy<Value = Vec<String>> {
+        proptest::collection::vec(adversarial(), n)
     }
 
     proptest! {
         #[test]
-        fn distinct_values_give_distinct_keys(a in adversarial(), b in adversarial(), c in adversarial(), d in adversarial()) {
-            let k1 = render(&[&a, &b]);
-            let k2 = render(&[&c, &d]);
-            prop_assert_eq!(k1 == k2, a == c && b == d);
+        fn distinct_values_give_distinct_keys(
+            (texts, a, b) in template().prop_flat_map(|t| {
+                let n = t.len() - 1;
+                (Just(t), values(n), values(n))
+            })
+        ) {
+            let k1 = render_template(&texts, &a);
+            let k2 = render_template(&texts, &b);
+            prop_assert_eq!(k1 == k2, a == b, "{:?} / {:?} -> {} / {}", a, b, k1, k2);
         }
 
         #[test]
-        fn escaped_values_hold_no_special_characters(a in adversarial()) {
+        fn escaped_values_hold_letters_digits_and_escapes_only(a in adversarial()) {
             let mut s = String::new();
             escape_value_into(&a, &mut s);
-            for ch in [':', '{', '}', '*', '?', '[', ']', '\\', ' ', '\n'] {
-                prop_assert!(!s.contains(ch), "{s:?} contains {ch:?}");
-            }
+            prop_assert!(s.chars().all(|c| !separates(c)), "{s:?}");
             let decoded = percent_encoding::percent_decode_str(&s).decode_utf8().unwrap();
             prop_assert_eq!(decoded, a);
         }
     }
 
     #[test]
-    fn long_keys_are_hashed_and_stay_distinct() {
+    fn separators_other_than_colons_do_not_collide() {
+        let t = |sep: &str| vec!["k:".to_string(), sep.to_string(), String::new()];
+        let v = |a: &str, b: &str| vec![a.to_string(), b.to_string()];
+        for sep in ["-", "/", ".", "_", ",", "|", ":"] {
+            let (x, y) = (v(&format!("x{sep}y"), "z"), v("x", &format!("y{sep}z")));
+            assert_ne!(
+                render_template(&t(sep), &x),
+                render_template(&t(sep), &y),
+                "{sep}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_keys_keep_a_head_and_end_in_a_hash() {
         let long_a = "a".repeat(2000);
         let long_b = format!("{}b", "a".repeat(1999));
         let (mut a, mut b, mut short) = (String::new(), String::new(), String::new());
         push_framed(&long_a, &mut a);
         push_framed(&long_b, &mut b);
         push_framed("user:1", &mut short);
-        assert_eq!(a.len(), 33);
-        assert!(a.starts_with('#'));
+        assert_eq!(a.len(), 1 + KEPT + LONG_MARK.len() + HASH_HEX);
+        assert!(a.starts_with(&format!("{{{}", "a".repeat(KEPT))));
         assert_ne!(a, b);
-        assert_eq!(short, "user:1");
+        assert_eq!(short, "{user:1}");
         let mut braces = String::new();
         push_framed("{x}", &mut braces);
-        assert_eq!(braces, "%7Bx%7D", "no hash tag can be smuggled in");
+        assert_eq!(braces, "{%7Bx%7D}", "no hash tag can be smuggled in");
         let mut empty = String::new();
         push_framed("", &mut empty);
-        assert_eq!(empty.len(), 33, "the empty key still fills its hash tag");
-        assert!(empty.starts_with('#'));
+        assert_eq!(empty.len(), 1 + 1 + LONG_MARK.len() + HASH_HEX);
+        assert!(
+            empty.starts_with("{#}#"),
+            "the empty key still fills its hash tag"
+        );
+        let mut at_limit = String::new();
+        push_framed(&"c".repeat(MAX_KEY_LEN), &mut at_limit);
+        assert_eq!(at_limit.len(), MAX_KEY_LEN + 2, "kept whole");
+    }
+
+    #[test]
+    fn a_long_key_keeps_the_head_of_its_framed_form() {
+        let key = "é".repeat(400);
+        let mut framed = String::new();
+        escape_frame_into(&key, &mut framed);
+        let mut stored = String::new();
+        push_framed(&key, &mut stored);
+        let head = &stored[1..stored.find(LONG_MARK).unwrap()];
+        assert!(head.len() <= KEPT && head.len() >= KEPT - 3);
+        assert!(framed.starts_with(head));
+    }
+
+    #[test]
+    fn patterns_cover_long_keys_they_could_match() {
+        let stored = |key: &str| {
+            let mut s = "p:".to_string();
+            push_framed(key, &mut s);
+            s
+        };
+        let q = "x".repeat(600);
+        let long = stored(&format!("search:alice:{q}"));
+        let other = stored(&format!("search:bob:{q}"));
+        let p = StoredPattern::new("p", "search:alice:*");
+        assert!(p.covers(&long) && p.covers(&format!("{long}:L")));
+        assert!(!p.covers(&other));
+        assert!(crate::glob::matches(p.scan.as_bytes(), long.as_bytes()));
+        assert!(p.covers(&stored("search:alice:short")));
+        assert!(!p.covers(&stored("search:alicex")));
+        // A pattern whose literal head is longer than a long key keeps.
+        let deep = StoredPattern::new("p", &format!("search:alice:{}*", "x".repeat(500)));
+        assert!(deep.covers(&long));
+        // The prefix's own glob characters match only themselves.
+        let odd = StoredPattern::new("a*", "k");
+        assert!(odd.covers("a*:{k}") && !odd.covers("ab:{k}"));
+    }
+
+    #[test]
+    fn glob_heads_stop_at_wildcards_and_escapes() {
+        assert_eq!(glob_head("search:a*b", 100), "search:a");
+        assert_eq!(glob_head("a\\*b?c", 100), "a\\*b");
+        assert_eq!(glob_head("ab\\*", 3), "ab");
+        assert_eq!(glob_head("[ab]", 100), "");
+        assert_eq!(glob_head("éé", 3), "é");
+    }
+
+    /// Two different byte strings whose postcard encodings have the same
+    /// XXH3-128 (the hash keys used before): in the first two 64-byte stripes
+    /// of a long input, lane 1's low half is set to the public default
+    /// secret's bytes, so its multiply term is zero, and the high halves
+    /// trade one unit between the two stripes, so the accumulator's sum is
+    /// unchanged.
+    fn xxh3_colliding_values() -> (Vec<u8>, Vec<u8>) {
+        // The first bytes of XXH3's published default secret (`kSecret`).
+        let secret: [u8; 24] = [
+            0xb8, 0xfe, 0x6c, 0x39, 0x23, 0xa4, 0x4b, 0xbe, 0x7c, 0x01, 0x81, 0x2c, 0xf7, 0x21,
+            0xad, 0x1c, 0xde, 0xd4, 0x6d, 0xe9, 0x83, 0x90, 0x97, 0xdb,
+        ];
+        let mut a = vec![b'q'; 402];
+        // postcard: the length (400) as a varint, then the bytes.
+        a[..2].copy_from_slice(&[0x90, 0x03]);
+        let mut b = a.clone();
+        for (buf, high) in [(&mut a, [1u32, 1]), (&mut b, [2, 0])] {
+            for (stripe, h) in high.into_iter().enumerate() {
+                let at = 64 * stripe + 8;
+                let key_at = 8 * stripe + 8;
+                buf[at..at + 4].copy_from_slice(&secret[key_at..key_at + 4]);
+                buf[at + 4..at + 8].copy_from_slice(&h.to_le_bytes());
+            }
+        }
+        (a[2..].to_vec(), b[2..].to_vec())
+    }
+
+    #[test]
+    fn values_that_collide_under_xxh3_hash_apart() {
+        let (a, b) = xxh3_colliding_values();
+        assert_ne!(a, b);
+        let encoded = |v: &Vec<u8>| postcard::to_stdvec(v).expect("encodes");
+        assert_eq!(
+            xxhash_rust::xxh3::xxh3_128(&encoded(&a)),
+            xxhash_rust::xxh3::xxh3_128(&encoded(&b)),
+            "the construction collides under XXH3-128"
+        );
+        assert_ne!(hash_value(&a), hash_value(&b));
+        let mut w = (KeyWriter::new(), KeyWriter::new());
+        w.0.lit("search:").hash(&a);
+        w.1.lit("search:").hash(&b);
+        assert_ne!(w.0.finish(), w.1.finish(), "`{{q:hash}}` keys differ");
+        assert_eq!(hash_value(&a).len(), HASH_HEX);
     }
 
     proptest! {
@@ -291,5 +597,8 @@ mod tests {
         assert_ne!(render(&["a:b", "c"]), render(&["a", "b:c"]));
         assert_ne!(render(&["", ":"]), render(&[":", ""]));
         assert_eq!(render(&["*"]), "k:%2A");
+        let mut w = KeyWriter::new();
+        w.integer(-12i32).lit(":").integer(7u8);
+        assert_eq!(w.finish(), "%2D12:7");
     }
 }

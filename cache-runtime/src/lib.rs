@@ -8,6 +8,7 @@ mod crypto;
 mod envelope;
 mod error;
 mod flight;
+mod glob;
 pub mod guide;
 mod inspect;
 mod invalidate;

@@ -267,14 +267,14 @@ impl Cache {
             stats.miss();
             return timed_load(&stats, body.inline()).await;
         }
-        if inner.pending.len() > 0 {
-            // An invalidation could not be applied yet: what the store holds may be
-            // exactly what it was meant to remove.
+        let codec = opts.codec.unwrap_or(inner.codec);
+        let entry = self.entry_key(key, opts.version);
+        if self.pending_covers(&entry, opts) {
+            // An invalidation of this entry could not be applied yet: what the
+            // store holds may be exactly what it was meant to remove.
             stats.miss();
             return timed_load(&stats, body.inline()).await;
         }
-        let codec = opts.codec.unwrap_or(inner.codec);
-        let entry = self.entry_key(key, opts.version);
         // A load of this key is under way here: its value will be stored after
         // this call began, so it is as fresh as a read of the store.
         if let Some(waiter) = inner.flights.join_loading(&entry)
@@ -482,6 +482,17 @@ impl Cache {
         }
     }
 
+    /// Whether an invalidation that could not be applied yet covers the
+    /// entry `entry` read with `opts` (its tags).
+    fn pending_covers(&self, entry: &str, opts: &Options) -> bool {
+        let pending = &self.inner.pending;
+        if pending.len() == 0 {
+            return false;
+        }
+        let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
+        pending.covers(entry, &tag_keys)
+    }
+
     /// How this call reads stored bytes back.
     fn reading<'a>(&'a self, opts: &Options, keys: &'a EntryKeys) -> envelope::Reading<'a> {
         envelope::Reading {
@@ -647,6 +658,10 @@ impl Cache {
         let inner = &*self.inner;
         let stats = inner.stats.function(options.function);
         let keys = self.entry_keys(key.as_ref(), options.version);
+        if self.pending_covers(&keys.entry, options) {
+            stats.miss();
+            return Ok(None);
+        }
         let Some(bytes) = inner.store.get(&keys.entry).await? else {
             stats.miss();
             return Ok(None);
@@ -660,6 +675,10 @@ impl Cache {
         };
         if !parsed.tag_names.is_empty() {
             let tag_keys: Vec<String> = parsed.tag_names.iter().map(|t| self.tag_key(t)).collect();
+            if inner.pending.covers(&keys.entry, &tag_keys) {
+                stats.miss();
+                return Ok(None);
+            }
             let current = inner.store.mget(&tag_keys).await?;
             let mut joined = Vec::new();
             for (i, t) in current.iter().enumerate() {

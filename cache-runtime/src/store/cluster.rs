@@ -44,6 +44,7 @@ use super::conn::{Conn, Connector, FLUSHER_RESPONSE_TIMEOUT};
 use super::redis::{RedisStore, evalsha, open_client, parse_lookup, with_companions};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
+use crate::key::StoredPattern;
 
 /// Retries of a redirected or refused command (`MOVED`, `ASK`, `TRYAGAIN`,
 /// a node being down), all within the operation timeout.
@@ -415,7 +416,7 @@ impl RedisStore {
     /// `delete_pattern` on a cluster: `SCAN` + `UNLINK` on every primary,
     /// repeated until a pass ran while the slots stood still (see the module
     /// documentation); an error if they kept moving for [`SETTLE_WITHIN`].
-    pub(super) async fn cluster_delete_pattern(&self, pattern: &str) -> Result<u64> {
+    pub(super) async fn cluster_delete_pattern(&self, pattern: &StoredPattern) -> Result<u64> {
         let deadline = Instant::now() + SETTLE_WITHIN;
         let mut deleted = 0;
         let mut pause = Duration::from_millis(5);
@@ -426,8 +427,8 @@ impl RedisStore {
             for p in &before {
                 let mut cursor = 0;
                 loop {
-                    let (next, keys) = self.scan_page_on(p, cursor, pattern).await?;
-                    deleted += self.delete(&with_companions(keys)).await?;
+                    let (next, keys) = self.scan_page_on(p, cursor, &pattern.scan).await?;
+                    deleted += self.delete(&with_companions(pattern, keys)).await?;
                     if next == 0 {
                         break;
                     }

@@ -239,13 +239,12 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(crate) fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+    pub(crate) fn delete_pattern(&self, pattern: &crate::key::StoredPattern) -> Result<u64> {
         let now = Instant::now();
         let mut s = self.lock();
         let before = s.map.len();
-        s.map.retain(|k, slot| {
-            slot.expires > now && !super::glob::matches(pattern.as_bytes(), k.as_bytes())
-        });
+        s.map
+            .retain(|k, slot| slot.expires > now && !pattern.covers(k));
         Ok((before - s.map.len()) as u64)
     }
 }

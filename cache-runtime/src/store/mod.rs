@@ -7,7 +7,6 @@
 mod batch;
 mod cluster;
 pub(crate) mod conn;
-mod glob;
 pub(crate) mod memory;
 pub(crate) mod near;
 pub(crate) mod redis;
@@ -253,7 +252,7 @@ impl Store {
         dispatch!(self, s => s.pttl(key).await, Ok(s.pttl(key)), Ok(-2))
     }
 
-    pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+    pub(crate) async fn delete_pattern(&self, pattern: &crate::key::StoredPattern) -> Result<u64> {
         dispatch!(self, s => s.delete_pattern(pattern).await, s.delete_pattern(pattern), Ok(0))
     }
 }

@@ -22,6 +22,7 @@ use super::near::{Generation, Near};
 use super::{EntryKeys, LeaseArgs, LeaseMode, Lookup, Write};
 use crate::error::{Error, Result};
 use crate::flight::Flights;
+use crate::key::StoredPattern;
 use crate::resilience::{Breaker, DEFAULT_COOLDOWN, DEFAULT_THRESHOLD};
 
 /// A peek from `MGET entry tag…` values.
@@ -667,7 +668,7 @@ impl RedisStore {
     }
 
     /// SCAN + UNLINK in batches; never KEYS. Each step has its own timeout.
-    pub(crate) async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
+    pub(crate) async fn delete_pattern(&self, pattern: &StoredPattern) -> Result<u64> {
         if self.cluster {
             return self.cluster_delete_pattern(pattern).await;
         }
@@ -676,8 +677,8 @@ impl RedisStore {
         for _ in 0..2 {
             let mut cursor = 0;
             loop {
-                let (next, keys) = self.scan_page(cursor, pattern).await?;
-                deleted += self.delete(&with_companions(keys)).await?;
+                let (next, keys) = self.scan_page(cursor, &pattern.scan).await?;
+                deleted += self.delete(&with_companions(pattern, keys)).await?;
                 if next == 0 {
                     break;
                 }
@@ -703,9 +704,11 @@ impl RedisStore {
 /// next pass, which finds it. A lease that existed throughout a pass was
 /// found and removed by it, so no fill from before the deletion lands after
 /// the second pass.
-pub(super) fn with_companions(found: Vec<String>) -> Vec<String> {
+/// Keys the scan found that the pattern does not cover (it scans wider, to
+/// find long keys) are left alone.
+pub(super) fn with_companions(pattern: &StoredPattern, found: Vec<String>) -> Vec<String> {
     let mut keys = Vec::with_capacity(found.len() * 2);
-    for key in found {
+    for key in found.into_iter().filter(|k| pattern.covers(k)) {
         match key.strip_suffix(":L") {
             Some(entry) => keys.push(entry.to_string()),
             None => keys.push(format!("{key}:L")),
@@ -916,7 +919,7 @@ mod tests {
             "p:{a}:L".to_string(),
         ];
         assert_eq!(
-            with_companions(found),
+            with_companions(&StoredPattern::new("p", "*"), found),
             [
                 "p:{a}",
                 "p:{a}:L",
