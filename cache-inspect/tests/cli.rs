@@ -32,7 +32,10 @@ async fn shows_and_invalidates() {
     let opts = Options::new()
         .ttl(Duration::from_secs(600))
         .tags(["users", "user:1"]);
-    cache.set("user:1", &"Ada", &opts).await.unwrap();
+    cache
+        .set("user:1", &"Ada".to_string(), &opts)
+        .await
+        .unwrap();
 
     let entry = inspect(&url, &["entry", "user:1"]);
     assert!(entry.contains("codec        postcard"), "{entry}");

@@ -98,6 +98,7 @@ impl Cache {
                 consumer: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
                 owner_token: crate::read::random_token(),
                 draining: self.inner.behind.draining.clone(),
+                keyring: self.inner.keyring.clone(),
             };
             tasks.push(tokio::spawn(flusher.run()));
         }
@@ -107,7 +108,7 @@ impl Cache {
     /// `args` to the function's stream. On `Err` nothing was enqueued and the
     /// caller must run the body itself.
     #[doc(hidden)]
-    pub async fn write_behind<V: Serialize + ?Sized, A: Serialize + ?Sized>(
+    pub async fn write_behind<V: Serialize + serde::de::DeserializeOwned, A: Serialize + ?Sized>(
         &self,
         function: &'static str,
         key: &str,
@@ -118,19 +119,25 @@ impl Cache {
         let crate::store::Store::Redis(store) = &self.inner.store else {
             return Err(Error::Unavailable);
         };
-        let encoded = postcard::to_allocvec(args)
+        let stream = stream_key(&self.inner.prefix, function);
+        let mut encoded = postcard::to_allocvec(args)
             .map_err(|e| Error::Config(format!("write-behind arguments: {e}")))?;
+        if options.encrypt {
+            // The arguments hold the value: sealed like it, bound to the stream.
+            encoded = self
+                .inner
+                .keyring
+                .seal(stream.as_bytes(), &encoded)
+                .map_err(|_| crate::read::no_key())?;
+        }
         let entry = self.encode_for_set(key, value, options)?;
         let fresh = crate::read::random_token();
         let write = entry.write(self.inner.tag_ttl, &fresh);
-        store
-            .set_and_enqueue(
-                &write,
-                &stream_key(&self.inner.prefix, function),
-                key,
-                &encoded,
-            )
-            .await
+        let args = crate::store::redis::Args {
+            bytes: &encoded,
+            sealed: options.encrypt,
+        };
+        store.set_and_enqueue(&write, &stream, key, args).await
     }
 
     /// Runs every flusher until its stream is drained (bounded).
@@ -173,13 +180,17 @@ struct Flusher {
     consumer: String,
     owner_token: String,
     draining: Arc<AtomicBool>,
+    /// Opens sealed arguments (`encrypt = true`).
+    keyring: crate::crypto::Keyring,
 }
 
-/// A stream entry: id, key, serialized arguments.
+/// A stream entry: id, key, serialized arguments (opened when sealed), and
+/// the arguments' field as stored (dead letters keep it: sealed stays sealed).
 struct Entry {
     id: String,
     key: String,
     args: Vec<u8>,
+    stored: (&'static str, Vec<u8>),
 }
 
 fn field(e: &StreamId, name: &str) -> Option<Vec<u8>> {
@@ -189,15 +200,25 @@ fn field(e: &StreamId, name: &str) -> Option<Vec<u8>> {
     }
 }
 
-fn entries(ids: Vec<StreamId>) -> Vec<Entry> {
+/// The entries of `ids`, their sealed arguments opened with `keyring`
+/// (bound to the stream `stream`).
+fn entries(ids: Vec<StreamId>, keyring: &crate::crypto::Keyring, stream: &str) -> Vec<Entry> {
     ids.into_iter()
         .filter_map(|e| {
             let key = String::from_utf8(field(&e, "k")?).ok()?;
-            let args = field(&e, "a")?;
+            let (args, stored) = match field(&e, "a") {
+                Some(plain) => (plain.clone(), ("a", plain)),
+                None => {
+                    let sealed = field(&e, "A")?;
+                    let args = keyring.open(stream.as_bytes(), &sealed).ok()?;
+                    (args, ("A", sealed))
+                }
+            };
             Some(Entry {
                 id: e.id,
                 key,
                 args,
+                stored,
             })
         })
         .collect()
@@ -314,7 +335,7 @@ impl Flusher {
             .await?;
         let mine: Vec<StreamId> = mine.keys.into_iter().flat_map(|k| k.ids).collect();
         if !mine.is_empty() {
-            return Ok(entries(mine));
+            return Ok(entries(mine, &self.keyring, &self.stream));
         }
         let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream)
@@ -327,7 +348,7 @@ impl Flusher {
             .query_async(conn)
             .await?;
         if !claimed.claimed.is_empty() {
-            return Ok(entries(claimed.claimed));
+            return Ok(entries(claimed.claimed, &self.keyring, &self.stream));
         }
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
@@ -350,7 +371,13 @@ impl Flusher {
             .query_async(conn)
             .await?;
         Ok(fresh
-            .map(|r| entries(r.keys.into_iter().flat_map(|k| k.ids).collect()))
+            .map(|r| {
+                entries(
+                    r.keys.into_iter().flat_map(|k| k.ids).collect(),
+                    &self.keyring,
+                    &self.stream,
+                )
+            })
             .unwrap_or_default())
     }
 
@@ -394,8 +421,8 @@ impl Flusher {
                             .arg("*")
                             .arg("k")
                             .arg(&entry.key)
-                            .arg("a")
-                            .arg(&entry.args)
+                            .arg(entry.stored.0)
+                            .arg(&entry.stored.1)
                             .arg("error")
                             .arg(&msg)
                             .arg("attempts")

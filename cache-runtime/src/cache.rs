@@ -1,6 +1,5 @@
 //! The cache handle, its builder and the process-wide global.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
@@ -51,7 +50,6 @@ pub(crate) struct Inner {
     pub(crate) lease_ttl: Duration,
     pub(crate) tag_ttl: Duration,
     pub(crate) max_value_size: usize,
-    pub(crate) max_version: AtomicU32,
     pub(crate) stats: Registry,
     pub(crate) flights: Arc<Flights>,
     pub(crate) now_ms: fn() -> u64,
@@ -103,9 +101,13 @@ impl Cache {
     }
 
     /// The installed cache. Before [`install`](Cache::install) this is a
-    /// pass-through cache that stores nothing and runs every loader (it logs a
-    /// warning the first time it is used), so that code calling cached
-    /// functions still works, uncached, in a process that set up no cache.
+    /// pass-through cache that stores nothing and runs every loader, so that
+    /// code calling cached functions still works, uncached, in a process that
+    /// set up no cache. The first time it is used it says so, once, on
+    /// standard error and as a `tracing` warning: a process that calls cached
+    /// functions before installing a cache (or never) shows it even without
+    /// a log subscriber. Its [`stats`](Cache::stats) count every such call as
+    /// a miss.
     pub fn global() -> &'static Cache {
         match GLOBAL.get() {
             Some(c) => c,
@@ -148,7 +150,6 @@ impl Cache {
                 lease_ttl: b.lease_ttl,
                 tag_ttl: b.tag_ttl,
                 max_value_size: b.max_value_size,
-                max_version: AtomicU32::new(1),
                 stats: Registry::new(&b.prefix),
                 flights,
                 now_ms: b.now_ms,
@@ -175,11 +176,38 @@ impl Cache {
         entry.push(':');
         crate::key::push_framed(key, &mut entry);
         if version != 1 {
-            self.inner.max_version.fetch_max(version, Ordering::Relaxed);
             entry.push_str(":v");
             entry.push_str(&version.to_string());
         }
         entry
+    }
+
+    /// The stored keys of the tags of an entry (stored at `entry`) read or
+    /// written with `opts`: its named tags, then, for a schema version other
+    /// than 1, the key's own version tag, which
+    /// [`invalidate_keys`](Cache::invalidate_keys) moves so that every
+    /// version of the key becomes a miss at once, however many there are.
+    pub(crate) fn tag_keys(&self, entry: &str, opts: &crate::Options) -> Vec<String> {
+        let mut keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
+        if opts.version != 1
+            && let Some((base, _)) = entry.rsplit_once(":v")
+        {
+            keys.push(version_tag(base));
+        }
+        keys
+    }
+
+    /// Stored keys after the cache prefix and `:`, as entries record their
+    /// tags.
+    pub(crate) fn relative<'a>(&self, keys: &'a [String]) -> Vec<&'a str> {
+        let skip = self.inner.prefix.len() + 1;
+        keys.iter().map(|k| k.get(skip..).unwrap_or(k)).collect()
+    }
+
+    /// A stored key from one after the cache prefix and `:` (as entries
+    /// record their tags).
+    pub(crate) fn absolute(&self, relative: &str) -> String {
+        format!("{}:{relative}", self.inner.prefix)
     }
 
     /// The stored key of a tag's version token.
@@ -197,6 +225,12 @@ impl Cache {
         crate::invalidate::drain_retries(self).await;
         Ok(())
     }
+}
+
+/// The version tag of the key stored at `base` (schema version 1): in the
+/// key's slot, moved when the key is invalidated.
+pub(crate) fn version_tag(base: &str) -> String {
+    format!("{base}:V")
 }
 
 /// Configures and connects a [`Cache`]. Start with [`Cache::builder`].

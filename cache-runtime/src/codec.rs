@@ -237,6 +237,76 @@ mod tests {
         score: Option<f64>,
     }
 
+    /// A recursive type: each level one element deeper.
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Node {
+        next: Vec<Node>,
+    }
+
+    /// About 1 MiB of `Node`s nested one in the next, as `codec` writes them
+    /// (built by hand: encoding it would recurse as deep).
+    fn nested(codec: CodecKind) -> Vec<u8> {
+        const BYTES: usize = 1 << 20;
+        match codec {
+            // A one-element vector is its length, 1; the innermost is empty.
+            CodecKind::Postcard => [vec![1; BYTES], vec![0]].concat(),
+            #[cfg(feature = "bincode")]
+            CodecKind::Bincode => [vec![1; BYTES], vec![0]].concat(),
+            // {"next": [ ... ]} as a one-entry map holding a one-element array.
+            CodecKind::MsgPack => {
+                let level = [0x81, 0xa4, b'n', b'e', b'x', b't', 0x91];
+                let mut out = level.repeat(BYTES / level.len());
+                out.extend_from_slice(&[0x81, 0xa4, b'n', b'e', b'x', b't', 0x90]);
+                out
+            }
+            CodecKind::Json => {
+                let levels = BYTES / 20;
+                let mut out = r#"{"next":["#.repeat(levels);
+                out.push_str(r#"{"next":[]}"#);
+                out.push_str(&"]}".repeat(levels));
+                out.into_bytes()
+            }
+        }
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_bound_are_refused_by_every_codec() {
+        for codec in kinds() {
+            let bytes = nested(codec);
+            // Without a bound, this recursion overflows the thread's stack.
+            assert!(codec.decode::<Node>(&bytes).is_err(), "{}", codec.name());
+        }
+        // Arguments of write-behind calls too.
+        let args = [&[7u8][..], &nested(CodecKind::Postcard)].concat();
+        assert!(crate::behind::decode_args::<(u64, Node)>(&args).is_err());
+    }
+
+    #[test]
+    fn values_within_the_bound_decode() {
+        // A `Node` level is two: the struct and its vector.
+        let levels = bounded::MAX_DEPTH as usize / 2 - 1;
+        let mut bytes = vec![1u8; levels];
+        bytes.push(0);
+        for codec in [CodecKind::Postcard, CodecKind::MsgPack] {
+            let bytes = match codec {
+                CodecKind::MsgPack => {
+                    let level = [0x81, 0xa4, b'n', b'e', b'x', b't', 0x91];
+                    let mut out = level.repeat(levels);
+                    out.extend_from_slice(&[0x81, 0xa4, b'n', b'e', b'x', b't', 0x90]);
+                    out
+                }
+                _ => bytes.clone(),
+            };
+            assert!(codec.decode::<Node>(&bytes).is_ok(), "{}", codec.name());
+        }
+        bytes.insert(0, 1);
+        assert!(
+            CodecKind::Postcard.decode::<Node>(&bytes).is_err(),
+            "one level more"
+        );
+    }
+
     fn kinds() -> Vec<CodecKind> {
         vec![
             CodecKind::Postcard,

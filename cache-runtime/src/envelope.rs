@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       2     magic "RC"
-//! 2       1     format version (1)
+//! 2       1     format version (2)
 //! 3       1     codec id (see codec.rs)
 //! 4       1     flags (bit 0: the value is a cached "none"; bit 1: the
 //!               payload is sealed, see crypto.rs)
@@ -11,15 +11,18 @@
 //! 5+n+1   8     fresh until, Unix ms, little endian
 //!         4     loader compute time, µs, little endian
 //!         4     payload length, little endian (truncation shows)
-//!         2     number of tag names, little endian
-//!         ...   each tag name: u16 length + UTF-8 bytes
+//!         8     fingerprint of the value type's serde shape (fingerprint.rs)
+//!         4     number of tags, little endian
+//!         ...   each tag: u16 length + its stored key after the cache
+//!               prefix and `:` (bounded by the key framing)
 //!         ...   payload (codec output)
 //! ```
 //!
 //! The tag-token section comes first and is plain ASCII so that the Lua read
 //! script can compare it with the tags' current tokens in the same round trip
 //! as the GET. Anything that does not parse, carries another format version or
-//! another codec is reported as [`EnvelopeError`] and read as a miss.
+//! another codec is reported as [`EnvelopeError`] and read as a miss; so is a
+//! value written by a type of another shape.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -27,7 +30,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{CodecError, CodecKind};
 
 pub(crate) const MAGIC: &[u8; 2] = b"RC";
-pub(crate) const FORMAT: u8 = 1;
+pub(crate) const FORMAT: u8 = 2;
 /// Offset of the tag-token section.
 pub(crate) const TOKENS_AT: usize = 5;
 pub(crate) const FLAG_NONE: u8 = 1;
@@ -60,6 +63,16 @@ pub(crate) enum EnvelopeError {
     Crypto(#[from] crate::crypto::CryptoError),
     #[error("plaintext entry where an encrypted one is required")]
     NotSealed,
+    #[error("written by a value type of another shape")]
+    TypeMismatch,
+}
+
+impl EnvelopeError {
+    /// Whether the bytes are sound but belong to another reader (a type of
+    /// another shape): a miss, not a corrupt entry to delete.
+    pub(crate) fn is_foreign(&self) -> bool {
+        matches!(self, EnvelopeError::TypeMismatch)
+    }
 }
 
 /// Fields of the header besides the tags.
@@ -77,30 +90,42 @@ pub(crate) struct Parsed<'a> {
     pub(crate) meta: Meta,
     #[allow(dead_code)]
     pub(crate) tokens: &'a [u8],
-    pub(crate) tag_names: Vec<&'a str>,
+    pub(crate) fingerprint: u64,
+    /// Stored keys of the tags, after the cache prefix and `:`.
+    pub(crate) tags: Vec<&'a str>,
     pub(crate) payload: &'a [u8],
+}
+
+/// How a value is written: its codec, type, tags and encryption.
+#[derive(Clone, Copy)]
+pub(crate) struct Writing<'a> {
+    pub(crate) codec: CodecKind,
+    pub(crate) max_size: usize,
+    /// Keys and associated data, to seal the value (`None`: plaintext).
+    pub(crate) sealing: Option<Sealing<'a>>,
+    /// Of the value type (fingerprint.rs).
+    pub(crate) fingerprint: u64,
+    /// Stored keys of the tags, after the cache prefix and `:`.
+    pub(crate) tags: &'a [&'a str],
 }
 
 /// Encodes `value` into an envelope with the given tag tokens (comma-separated).
 pub(crate) fn encode<T: Serialize + ?Sized>(
-    codec: CodecKind,
     value: &T,
     meta: Meta,
     tokens: &str,
-    tag_names: &[String],
-    max_size: usize,
-    sealing: Option<Sealing<'_>>,
+    w: &Writing<'_>,
 ) -> Result<Vec<u8>, crate::Error> {
-    let flags = if sealing.is_some() {
+    let flags = if w.sealing.is_some() {
         meta.flags | FLAG_SEALED
     } else {
         meta.flags
     };
-    let names_len: usize = tag_names.iter().map(|n| 2 + n.len()).sum();
-    let mut out = Vec::with_capacity(TOKENS_AT + tokens.len() + 1 + 14 + names_len + 64);
+    let tags_len: usize = w.tags.iter().map(|n| 2 + n.len()).sum();
+    let mut out = Vec::with_capacity(TOKENS_AT + tokens.len() + 1 + 28 + tags_len + 64);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);
-    out.push(codec.id());
+    out.push(w.codec.id());
     out.push(flags);
     out.extend_from_slice(tokens.as_bytes());
     out.push(b';');
@@ -108,15 +133,20 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     out.extend_from_slice(&meta.compute_us.to_le_bytes());
     let len_at = out.len();
     out.extend_from_slice(&[0; 4]);
-    let count = u16::try_from(tag_names.len())
-        .map_err(|_| crate::Error::InvalidKey("more than 65535 tags".into()))?;
+    out.extend_from_slice(&w.fingerprint.to_le_bytes());
+    let count = u32::try_from(w.tags.len()).map_err(|_| crate::Error::TooLarge {
+        size: w.tags.len(),
+        max: u32::MAX as usize,
+    })?;
     out.extend_from_slice(&count.to_le_bytes());
-    for name in tag_names {
-        let len = u16::try_from(name.len())
-            .map_err(|_| crate::Error::InvalidKey("tag longer than 65535 bytes".into()))?;
+    for tag in w.tags {
+        // Stored keys are bounded by the framing (long ones are hashed).
+        let len = u16::try_from(tag.len())
+            .map_err(|_| crate::Error::InvalidKey(format!("tag key of {} bytes", tag.len())))?;
         out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(tag.as_bytes());
     }
+    let (codec, max_size, sealing) = (w.codec, w.max_size, w.sealing);
     let payload_at = out.len();
     match sealing {
         None => codec.encode(value, &mut out)?,
@@ -249,17 +279,18 @@ pub(crate) fn parse(bytes: &[u8], max_size: usize) -> Result<Parsed<'_>, Envelop
     let fresh_until_ms = r.u64()?;
     let compute_us = r.u32()?;
     let payload_len = r.u32()? as usize;
-    let count = r.u16()? as usize;
-    // Each name needs at least its 2-byte length: refuse counts the buffer cannot hold
+    let fingerprint = r.u64()?;
+    let count = r.u32()? as usize;
+    // Each tag needs at least its 2-byte length: refuse counts the buffer cannot hold
     // before allocating for them.
-    if count * 2 > bytes.len() - r.at {
+    if count.saturating_mul(2) > bytes.len() - r.at {
         return Err(EnvelopeError::Truncated);
     }
-    let mut tag_names = Vec::with_capacity(count);
+    let mut tags = Vec::with_capacity(count);
     for _ in 0..count {
         let len = r.u16()? as usize;
-        let name = std::str::from_utf8(r.take(len)?).map_err(|_| EnvelopeError::Truncated)?;
-        tag_names.push(name);
+        let tag = std::str::from_utf8(r.take(len)?).map_err(|_| EnvelopeError::Truncated)?;
+        tags.push(tag);
     }
     if bytes.len() - r.at != payload_len {
         return Err(EnvelopeError::Truncated);
@@ -272,7 +303,8 @@ pub(crate) fn parse(bytes: &[u8], max_size: usize) -> Result<Parsed<'_>, Envelop
             compute_us,
         },
         tokens,
-        tag_names,
+        fingerprint,
+        tags,
         payload: &bytes[r.at..],
     })
 }
@@ -286,6 +318,8 @@ pub(crate) struct Reading<'a> {
     pub(crate) sealing: Option<Sealing<'a>>,
     /// Refuse plaintext entries (the call asked for encryption).
     pub(crate) require_sealed: bool,
+    /// Of the type to decode (fingerprint.rs): entries of another are refused.
+    pub(crate) fingerprint: u64,
 }
 
 /// Parses and decodes a stored value.
@@ -294,6 +328,9 @@ pub(crate) fn decode<T: DeserializeOwned>(
     r: Reading<'_>,
 ) -> Result<(T, Meta), EnvelopeError> {
     let p = parse(bytes, r.max_size)?;
+    if p.fingerprint != r.fingerprint {
+        return Err(EnvelopeError::TypeMismatch);
+    }
     if p.codec != r.codec.id() {
         return Err(EnvelopeError::Codec {
             found: p.codec,
@@ -318,12 +355,29 @@ mod tests {
 
     const MAX: usize = 1 << 20;
 
-    fn plain(codec: CodecKind, max_size: usize) -> Reading<'static> {
+    /// A plaintext read of the type `T`.
+    fn plain<T: DeserializeOwned>(codec: CodecKind, max_size: usize) -> Reading<'static> {
         Reading {
             codec,
             max_size,
             sealing: None,
             require_sealed: false,
+            fingerprint: crate::fingerprint::of::<T>(),
+        }
+    }
+
+    /// A plaintext write of the type `T`, with `tags`.
+    fn writing<'a, T: DeserializeOwned>(
+        codec: CodecKind,
+        max_size: usize,
+        tags: &'a [&'a str],
+    ) -> Writing<'a> {
+        Writing {
+            codec,
+            max_size,
+            sealing: None,
+            fingerprint: crate::fingerprint::of::<T>(),
+            tags,
         }
     }
 
@@ -354,48 +408,57 @@ mod tests {
 
     #[test]
     fn round_trip_with_tags() {
-        let tags = vec!["users".to_string(), "user:1".to_string()];
-        let b = encode(
-            CodecKind::Postcard,
-            &("x", 5u32),
-            meta(),
-            "ab,cd",
-            &tags,
-            MAX,
-            None,
-        )
-        .unwrap();
+        let tags = ["t:{users}", "t:{user:1}"];
+        let w = writing::<(String, u32)>(CodecKind::Postcard, MAX, &tags);
+        let b = encode(&("x", 5u32), meta(), "ab,cd", &w).unwrap();
         let p = parse(&b, MAX).unwrap();
         assert_eq!(p.tokens, b"ab,cd");
-        assert_eq!(p.tag_names, ["users", "user:1"]);
-        let (v, m): ((String, u32), Meta) = decode(&b, plain(CodecKind::Postcard, MAX)).unwrap();
+        assert_eq!(p.tags, tags);
+        let read = plain::<(String, u32)>(CodecKind::Postcard, MAX);
+        let (v, m): ((String, u32), Meta) = decode(&b, read).unwrap();
         assert_eq!(v, ("x".to_string(), 5));
         assert_eq!(m, meta());
     }
 
     #[test]
     fn foreign_codec_format_and_truncation_are_errors() {
-        let b = encode(CodecKind::Json, &42u64, meta(), "", &[], MAX, None).unwrap();
+        let w = writing::<u64>(CodecKind::Json, MAX, &[]);
+        let b = encode(&42u64, meta(), "", &w).unwrap();
         assert!(matches!(
-            decode::<u64>(&b, plain(CodecKind::Postcard, MAX)),
+            decode::<u64>(&b, plain::<u64>(CodecKind::Postcard, MAX)),
             Err(EnvelopeError::Codec { .. })
         ));
         let mut other = b.clone();
         other[2] = 9;
         assert!(matches!(
-            decode::<u64>(&other, plain(CodecKind::Json, MAX)),
+            decode::<u64>(&other, plain::<u64>(CodecKind::Json, MAX)),
             Err(EnvelopeError::Format(9))
         ));
         for cut in 0..b.len() {
             assert!(
-                decode::<u64>(&b[..cut], plain(CodecKind::Json, MAX)).is_err(),
+                decode::<u64>(&b[..cut], plain::<u64>(CodecKind::Json, MAX)).is_err(),
                 "cut at {cut}"
             );
         }
         assert!(matches!(
-            decode::<u64>(&b, plain(CodecKind::Json, 4)),
+            decode::<u64>(&b, plain::<u64>(CodecKind::Json, 4)),
             Err(EnvelopeError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn a_value_is_decoded_only_as_a_type_of_its_shape() {
+        let w = writing::<u32>(CodecKind::Postcard, MAX, &[]);
+        let b = encode(&7u32, meta(), "", &w).unwrap();
+        assert_eq!(
+            decode::<u32>(&b, plain::<u32>(CodecKind::Postcard, MAX))
+                .unwrap()
+                .0,
+            7
+        );
+        let wrong = decode::<u64>(&b, plain::<u64>(CodecKind::Postcard, MAX));
+        assert!(matches!(wrong, Err(EnvelopeError::TypeMismatch)));
+        assert!(wrong.unwrap_err().is_foreign());
     }
 
     #[test]
@@ -406,22 +469,18 @@ mod tests {
             ring: &ring,
             aad: b"p:{a}",
         };
-        let b = encode(
-            CodecKind::Postcard,
-            &"secret",
-            meta(),
-            "",
-            &[],
-            MAX,
-            Some(at),
-        )
-        .unwrap();
+        let sealed = Writing {
+            sealing: Some(at),
+            ..writing::<String>(CodecKind::Postcard, MAX, &[])
+        };
+        let b = encode(&"secret", meta(), "", &sealed).unwrap();
         assert!(!b.windows(6).any(|w| w == b"secret"), "no plaintext stored");
         let read = |aad: &'static [u8], require_sealed| Reading {
             codec: CodecKind::Postcard,
             max_size: MAX,
             sealing: Some(Sealing { ring: &ring, aad }),
             require_sealed,
+            fingerprint: crate::fingerprint::of::<String>(),
         };
         assert_eq!(
             decode::<String>(&b, read(b"p:{a}", true)).unwrap().0,
@@ -432,10 +491,11 @@ mod tests {
             Err(EnvelopeError::Crypto(_))
         ));
         assert!(matches!(
-            decode::<String>(&b, plain(CodecKind::Postcard, MAX)),
+            decode::<String>(&b, plain::<String>(CodecKind::Postcard, MAX)),
             Err(EnvelopeError::Crypto(_))
         ));
-        let clear = encode(CodecKind::Postcard, &"secret", meta(), "", &[], MAX, None).unwrap();
+        let w = writing::<String>(CodecKind::Postcard, MAX, &[]);
+        let clear = encode(&"secret", meta(), "", &w).unwrap();
         assert!(matches!(
             decode::<String>(&clear, read(b"p:{a}", true)),
             Err(EnvelopeError::NotSealed)
@@ -446,7 +506,12 @@ mod tests {
     fn oversized_values_are_refused_on_write() {
         let big = vec![7u8; 1000];
         assert!(matches!(
-            encode(CodecKind::Postcard, &big, meta(), "", &[], 100, None),
+            encode(
+                &big,
+                meta(),
+                "",
+                &writing::<Vec<u8>>(CodecKind::Postcard, 100, &[])
+            ),
             Err(crate::Error::TooLarge { .. })
         ));
     }
@@ -454,15 +519,15 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let _ = decode::<Vec<String>>(&bytes, plain(CodecKind::Postcard, MAX));
-            let _ = decode::<serde_json::Value>(&bytes, plain(CodecKind::Json, MAX));
+            let _ = decode::<Vec<String>>(&bytes, plain::<Vec<String>>(CodecKind::Postcard, MAX));
+            let _ = decode::<serde_json::Value>(&bytes, plain::<serde_json::Value>(CodecKind::Json, MAX));
         }
 
         #[test]
         fn prefixed_garbage_never_panics(tail in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let mut bytes = b"RC\x01\x01\x00;".to_vec();
+            let mut bytes = b"RC\x02\x01\x00;".to_vec();
             bytes.extend_from_slice(&tail);
-            let _ = decode::<Vec<String>>(&bytes, plain(CodecKind::Postcard, MAX));
+            let _ = decode::<Vec<String>>(&bytes, plain::<Vec<String>>(CodecKind::Postcard, MAX));
         }
     }
 }

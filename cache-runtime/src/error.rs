@@ -55,6 +55,18 @@ impl Error {
             Error::Store(_) | Error::Timeout(_) | Error::Unavailable
         )
     }
+
+    /// Whether the server refused these credentials or this user's access
+    /// (a configuration error, not an outage).
+    pub(crate) fn is_access_refused(&self) -> bool {
+        match self {
+            Error::Store(e) => {
+                e.kind() == redis::ErrorKind::AuthenticationFailed
+                    || matches!(e.code(), Some("NOPERM" | "WRONGPASS" | "NOAUTH"))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Shorthand for `Result<T, cache_runtime::Error>`.

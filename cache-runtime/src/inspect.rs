@@ -129,7 +129,7 @@ impl Cache {
     /// use cache_runtime::{Cache, Options};
     /// let cache = Cache::builder().memory().build().await?;
     /// let opts = Options::new().ttl(Duration::from_secs(60)).tags(["users"]);
-    /// cache.set("user:1", &"Ada", &opts).await?;
+    /// cache.set("user:1", &"Ada".to_string(), &opts).await?;
     /// let info = cache.inspect("user:1", &Options::new()).await?.unwrap();
     /// assert_eq!(info.codec, "postcard");
     /// assert_eq!(info.tags[0].0, "users");
@@ -177,10 +177,10 @@ impl Cache {
             .filter(|s| !s.is_empty())
             .map(str::to_string)
             .collect();
-        let tag_keys: Vec<String> = p.tag_names.iter().map(|t| self.tag_key(t)).collect();
+        let tag_keys: Vec<String> = p.tags.iter().map(|t| self.absolute(t)).collect();
         let current = self.inner.store.mget(&tag_keys).await?;
-        info.tags_current = recorded.len() == p.tag_names.len();
-        for (i, name) in p.tag_names.iter().enumerate() {
+        info.tags_current = recorded.len() == p.tags.len();
+        for (i, tag) in p.tags.iter().enumerate() {
             let rec = recorded.get(i).cloned().unwrap_or_default();
             let cur = current
                 .get(i)
@@ -190,7 +190,7 @@ impl Cache {
             if cur.as_deref() != Some(rec.as_str()) {
                 info.tags_current = false;
             }
-            info.tags.push((name.to_string(), rec, cur));
+            info.tags.push((tag_name(tag), rec, cur));
         }
         Ok(Some(info))
     }
@@ -206,6 +206,19 @@ impl Cache {
             .into_iter()
             .map(|v| v.map(|b| String::from_utf8_lossy(&b).into_owned()))
             .collect())
+    }
+}
+
+/// A tag as an entry records it (its stored key after the cache prefix) as
+/// the application names it: `t:{users}` is `users`; a key's version tag
+/// (`{key}:V`) is `version of key`.
+fn tag_name(relative: &str) -> String {
+    match relative.strip_prefix("t:") {
+        Some(framed) => shown_key(framed).unwrap_or_else(|| framed.to_string()),
+        None => match relative.strip_suffix(":V").and_then(shown_key) {
+            Some(key) => format!("version of {key}"),
+            None => relative.to_string(),
+        },
     }
 }
 

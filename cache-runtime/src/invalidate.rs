@@ -118,7 +118,7 @@ impl Cache {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use cache_runtime::{Cache, Options};
     /// let cache = Cache::builder().memory().build().await?;
-    /// cache.set("user:1", &"Ada", &Options::new()).await?;
+    /// cache.set("user:1", &"Ada".to_string(), &Options::new()).await?;
     /// cache.invalidate_keys(["user:1"]).await?;
     /// assert_eq!(cache.get::<String>("user:1").await?, None);
     /// # Ok::<(), cache_runtime::Error>(())
@@ -129,16 +129,24 @@ impl Cache {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let max_version = self.inner.max_version.load(Relaxed);
         let mut stored = Vec::new();
+        let mut version_tags = Vec::new();
         for key in keys {
-            for version in 1..=max_version {
-                let k = self.entry_keys(key.as_ref(), version);
-                stored.push(k.entry);
-                stored.push(k.lease);
-            }
+            let k = self.entry_keys(key.as_ref(), 1);
+            version_tags.push(crate::cache::version_tag(&k.entry));
+            stored.push(k.entry);
+            stored.push(k.lease);
         }
-        self.inner.store.delete(&stored).await
+        // Entries of other schema versions carry the key's version tag:
+        // moving it makes every one of them a miss, fills in flight included.
+        let tokens: Vec<String> = version_tags.iter().map(|_| random_token()).collect();
+        let store = &self.inner.store;
+        let (deleted, moved) = tokio::join!(
+            store.delete(&stored),
+            store.bump_present(&version_tags, &tokens)
+        );
+        moved?;
+        deleted
     }
 
     /// Invalidates every entry carrying any of these tags, in O(1) per tag.

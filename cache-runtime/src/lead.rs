@@ -143,20 +143,22 @@ impl<T: Cacheable> Lead<T> {
             fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: u32::try_from(compute.as_micros()).unwrap_or(u32::MAX),
         };
-        let encoded = envelope::encode(
-            codec,
-            value,
-            meta,
-            &tokens,
-            &opts.tags,
-            inner.max_value_size,
-            cache.sealing(&opts, keys),
-        );
+        let tags = cache.relative(&tag_keys);
+        let encoded = cache.sealing(&opts, keys).and_then(|sealing| {
+            let writing = envelope::Writing {
+                codec,
+                max_size: inner.max_value_size,
+                sealing,
+                fingerprint: crate::fingerprint::of::<T>(),
+                tags: &tags,
+            };
+            envelope::encode(value, meta, &tokens, &writing)
+        });
         let bytes = match encoded {
             Ok(bytes) => bytes,
             Err(e) => {
                 stats.error();
-                tracing::warn!(error = %e, key = %cache.shown_key(&keys.entry), "cache: value not stored");
+                tracing::error!(error = %e, key = %cache.shown_key(&keys.entry), "cache: value not stored");
                 let _ = inner.store.release(keys, token.as_str()).await;
                 guard.land(Landing::Retry);
                 return out;

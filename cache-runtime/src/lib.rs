@@ -7,6 +7,7 @@ pub mod codec;
 mod crypto;
 mod envelope;
 mod error;
+mod fingerprint;
 mod flight;
 mod glob;
 pub mod guide;

@@ -94,10 +94,16 @@ fn backoff(attempt: u32, pttl_ms: i64, announced: bool) -> Duration {
     Duration::from_millis(exp.min(50).min(left))
 }
 
+/// Says once per process, on standard error as well as through `tracing`
+/// (a process that set up no logging still shows it), that cached functions
+/// run uncached for want of an installed cache.
 fn warn_pass_through() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        tracing::warn!("cache: no cache installed (Cache::builder()...build().await?.install()); cached functions run uncached");
+        const MSG: &str = "no cache is installed (Cache::builder()...build().await?.install()): \
+                           #[cached] functions run their bodies and cache nothing";
+        tracing::warn!("cache: {MSG}");
+        eprintln!("cache-runtime: {MSG}");
     });
 }
 
@@ -243,6 +249,7 @@ impl Cache {
             max_size: self.inner.max_value_size,
             sealing: self.any_sealing_for(entry),
             require_sealed: opts.encrypt,
+            fingerprint: crate::fingerprint::of::<T>(),
         };
         let (v, _) = envelope::decode::<T>(&bytes, reading).ok()?;
         stats.hit();
@@ -282,7 +289,7 @@ impl Cache {
         {
             return Ok(v);
         }
-        let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
+        let tag_keys = self.tag_keys(&entry, opts);
         // Hits first, with a plain read; the lease script only on a miss. A
         // function whose reads lately miss asks for the lease at once (a miss
         // in two round trips), unless copies of a near cache may answer.
@@ -318,6 +325,7 @@ impl Cache {
                         max_size: inner.max_value_size,
                         sealing: self.any_sealing_for(&entry),
                         require_sealed: opts.encrypt,
+                        fingerprint: crate::fingerprint::of::<T>(),
                     };
                     if let Ok((v, meta)) = envelope::decode::<T>(bytes, reading) {
                         if let Some((held, c)) = copy {
@@ -418,7 +426,7 @@ impl Cache {
                 }
                 Ok(Lookup::Leased { .. }) => unreachable!("handled above"),
                 Ok(Lookup::Hit(bytes)) => {
-                    match envelope::decode::<T>(&bytes, self.reading(opts, &keys)) {
+                    match envelope::decode::<T>(&bytes, self.reading::<T>(opts, &keys)) {
                         Ok((v, meta)) => {
                             if self.wants_refresh(opts, &meta) {
                                 // Stale, or chosen for early refresh: one caller (the one
@@ -439,8 +447,10 @@ impl Cache {
                             return Ok(v);
                         }
                         Err(e) => {
-                            self.discard_corrupt(&keys, &stats, &e).await;
-                            if attempt >= 3 {
+                            self.refuse(&keys, &stats, &e).await;
+                            // Another type's entry stays; this call loads
+                            // without storing over it.
+                            if attempt >= 3 || e.is_foreign() {
                                 stats.miss();
                                 return timed_load(&stats, body.inline()).await;
                             }
@@ -465,7 +475,8 @@ impl Cache {
                     let mut waiter = inner.flights.wait_on(&keys.entry);
                     let limit = backoff(attempt, pttl_ms, inner.store.wakeups_live());
                     if let Some(bytes) = waiter.landed(limit).await
-                        && let Ok((v, _)) = envelope::decode::<T>(&bytes, self.reading(opts, &keys))
+                        && let Ok((v, _)) =
+                            envelope::decode::<T>(&bytes, self.reading::<T>(opts, &keys))
                     {
                         stats.hit();
                         return Ok(v);
@@ -489,30 +500,39 @@ impl Cache {
         if pending.len() == 0 {
             return false;
         }
-        let tag_keys: Vec<String> = opts.tags.iter().map(|t| self.tag_key(t)).collect();
+        let tag_keys = self.tag_keys(entry, opts);
         pending.covers(entry, &tag_keys)
     }
 
-    /// How this call reads stored bytes back.
-    fn reading<'a>(&'a self, opts: &Options, keys: &'a EntryKeys) -> envelope::Reading<'a> {
+    /// How this call reads stored bytes back as a `T`.
+    fn reading<'a, T: DeserializeOwned>(
+        &'a self,
+        opts: &Options,
+        keys: &'a EntryKeys,
+    ) -> envelope::Reading<'a> {
         envelope::Reading {
             codec: opts.codec.unwrap_or(self.inner.codec),
             max_size: self.inner.max_value_size,
-            sealing: self.sealing(opts, keys).or_else(|| self.any_sealing(keys)),
+            sealing: self.any_sealing(keys),
             require_sealed: opts.encrypt,
+            fingerprint: crate::fingerprint::of::<T>(),
         }
     }
 
-    /// Encryption for values this call writes (`None` unless it asks for it).
+    /// Encryption for values this call writes: `None` unless it asks for it,
+    /// and an error when it asks without a key (nothing is then stored:
+    /// never plaintext in place of a sealed value).
     pub(crate) fn sealing<'a>(
         &'a self,
         opts: &Options,
         keys: &'a EntryKeys,
-    ) -> Option<envelope::Sealing<'a>> {
-        if opts.encrypt {
-            self.any_sealing(keys)
-        } else {
-            None
+    ) -> crate::Result<Option<envelope::Sealing<'a>>> {
+        if !opts.encrypt {
+            return Ok(None);
+        }
+        match self.any_sealing(keys) {
+            Some(s) => Ok(Some(s)),
+            None => Err(no_key()),
         }
     }
 
@@ -620,12 +640,14 @@ impl Cache {
         }
     }
 
-    async fn discard_corrupt(
-        &self,
-        keys: &EntryKeys,
-        stats: &Counters,
-        e: &envelope::EnvelopeError,
-    ) {
+    /// Stored bytes this call cannot use: an entry of another value type is
+    /// counted and left alone; undecodable bytes are counted and deleted.
+    async fn refuse(&self, keys: &EntryKeys, stats: &Counters, e: &envelope::EnvelopeError) {
+        if e.is_foreign() {
+            stats.type_mismatch();
+            tracing::warn!(key = %self.shown_key(&keys.entry), "cache: entry written by a value type of another shape; read as a miss");
+            return;
+        }
         stats.corrupt_entry();
         tracing::warn!(error = %e, key = %self.shown_key(&keys.entry), "cache: undecodable entry deleted");
         if self
@@ -669,12 +691,12 @@ impl Cache {
         let parsed = match envelope::parse(&bytes, inner.max_value_size) {
             Ok(p) => p,
             Err(e) => {
-                self.discard_corrupt(&keys, &stats, &e).await;
+                self.refuse(&keys, &stats, &e).await;
                 return Ok(None);
             }
         };
-        if !parsed.tag_names.is_empty() {
-            let tag_keys: Vec<String> = parsed.tag_names.iter().map(|t| self.tag_key(t)).collect();
+        if !parsed.tags.is_empty() {
+            let tag_keys: Vec<String> = parsed.tags.iter().map(|t| self.absolute(t)).collect();
             if inner.pending.covers(&keys.entry, &tag_keys) {
                 stats.miss();
                 return Ok(None);
@@ -696,13 +718,13 @@ impl Cache {
                 return Ok(None);
             }
         }
-        match envelope::decode::<T>(&bytes, self.reading(options, &keys)) {
+        match envelope::decode::<T>(&bytes, self.reading::<T>(options, &keys)) {
             Ok((v, _)) => {
                 stats.hit();
                 Ok(Some(v))
             }
             Err(e) => {
-                self.discard_corrupt(&keys, &stats, &e).await;
+                self.refuse(&keys, &stats, &e).await;
                 Ok(None)
             }
         }
@@ -752,7 +774,10 @@ impl Cache {
     /// Stores `value` under `key` unconditionally, with the ttl, tags and
     /// codec of `options`, and cancels any load in progress for the key (its
     /// fill will be refused), so an older value can no longer overwrite this one.
-    pub async fn set<T: serde::Serialize + ?Sized>(
+    ///
+    /// The entry records the shape of `T`: it is read back only as a type of
+    /// the same shape (a `String` for a `String`, not for a `&str`).
+    pub async fn set<T: serde::Serialize + DeserializeOwned>(
         &self,
         key: impl AsRef<str>,
         value: &T,
@@ -767,7 +792,7 @@ impl Cache {
     }
 
     /// What an unconditional store of `value` writes (tokens to be spliced in).
-    pub(crate) fn encode_for_set<T: serde::Serialize + ?Sized>(
+    pub(crate) fn encode_for_set<T: serde::Serialize + DeserializeOwned>(
         &self,
         key: &str,
         value: &T,
@@ -776,7 +801,7 @@ impl Cache {
         let inner = &*self.inner;
         let codec = options.codec.unwrap_or(inner.codec);
         let keys = self.entry_keys(key, options.version);
-        let tag_keys: Vec<String> = options.tags.iter().map(|t| self.tag_key(t)).collect();
+        let tag_keys = self.tag_keys(&keys.entry, options);
         let ttl = options.ttl.unwrap_or(inner.default_ttl);
         let fresh_ms = jittered_ms(ttl, options.jitter.unwrap_or(inner.jitter));
         let px = fresh_ms + options.stale.map_or(0, |s| s.as_millis() as u64);
@@ -785,15 +810,15 @@ impl Cache {
             fresh_until_ms: (inner.now_ms)() + fresh_ms,
             compute_us: 0,
         };
-        let bytes = envelope::encode(
+        let tags = self.relative(&tag_keys);
+        let writing = envelope::Writing {
             codec,
-            value,
-            meta,
-            "",
-            &options.tags,
-            inner.max_value_size,
-            self.sealing(options, &keys),
-        )?;
+            max_size: inner.max_value_size,
+            sealing: self.sealing(options, &keys)?,
+            fingerprint: crate::fingerprint::of::<T>(),
+            tags: &tags,
+        };
+        let bytes = envelope::encode(value, meta, "", &writing)?;
         Ok(SetEntry {
             keys,
             tag_keys,
@@ -801,6 +826,14 @@ impl Cache {
             px,
         })
     }
+}
+
+/// `encrypt = true` on a cache without an encryption key.
+pub(crate) fn no_key() -> crate::Error {
+    crate::Error::Config(
+        "`encrypt = true` needs an encryption key: CacheBuilder::encryption_key; nothing was stored"
+            .to_string(),
+    )
 }
 
 /// An entry ready for an unconditional store.

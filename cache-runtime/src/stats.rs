@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub(crate) lock_waits: AtomicU64,
     pub(crate) errors: AtomicU64,
     pub(crate) corrupt: AtomicU64,
+    pub(crate) type_mismatches: AtomicU64,
     pub(crate) fills_rejected: AtomicU64,
     pub(crate) invalidations: AtomicU64,
     pub(crate) invalidation_retries: AtomicU64,
@@ -45,6 +46,7 @@ struct Handles {
     lock_waits: metrics::Counter,
     errors: metrics::Counter,
     corrupt: metrics::Counter,
+    type_mismatches: metrics::Counter,
     fills_rejected: metrics::Counter,
     invalidations: metrics::Counter,
     invalidation_retries: metrics::Counter,
@@ -63,6 +65,7 @@ impl Default for Handles {
             lock_waits: Counter::noop(),
             errors: Counter::noop(),
             corrupt: Counter::noop(),
+            type_mismatches: Counter::noop(),
             fills_rejected: Counter::noop(),
             invalidations: Counter::noop(),
             invalidation_retries: Counter::noop(),
@@ -86,6 +89,7 @@ impl Handles {
             lock_waits: metrics::counter!("cache_lock_waits_total", &labels),
             errors: metrics::counter!("cache_errors_total", &labels),
             corrupt: metrics::counter!("cache_corrupt_total", &labels),
+            type_mismatches: metrics::counter!("cache_type_mismatches_total", &labels),
             fills_rejected: metrics::counter!("cache_fills_rejected_total", &labels),
             invalidations: metrics::counter!("cache_invalidations_total", &labels),
             invalidation_retries: metrics::counter!("cache_invalidation_retries_total", &labels),
@@ -180,6 +184,7 @@ impl Counters {
         lock_wait => lock_waits,
         error => errors,
         corrupt_entry => corrupt,
+        type_mismatch => type_mismatches,
         fill_rejected => fills_rejected,
         invalidation => invalidations,
         invalidation_retry => invalidation_retries,
@@ -204,6 +209,7 @@ impl Counters {
             lock_waits: self.lock_waits.load(Relaxed),
             errors: self.errors.load(Relaxed),
             corrupt: self.corrupt.load(Relaxed),
+            type_mismatches: self.type_mismatches.load(Relaxed),
             fills_rejected: self.fills_rejected.load(Relaxed),
             invalidations: self.invalidations.load(Relaxed),
             invalidation_retries: self.invalidation_retries.load(Relaxed),
@@ -233,6 +239,10 @@ pub struct FunctionStats {
     pub errors: u64,
     /// Entries that could not be decoded (deleted and treated as a miss).
     pub corrupt: u64,
+    /// Entries written by a value type of another shape (another function
+    /// sharing the key, or a type changed between deploys): read as a miss,
+    /// left in place.
+    pub type_mismatches: u64,
     /// Fills refused because an invalidation came first.
     pub fills_rejected: u64,
     /// Invalidation calls run.
@@ -366,6 +376,7 @@ fn add(total: &mut FunctionStats, s: &FunctionStats) {
     total.lock_waits += s.lock_waits;
     total.errors += s.errors;
     total.corrupt += s.corrupt;
+    total.type_mismatches += s.type_mismatches;
     total.fills_rejected += s.fills_rejected;
     total.invalidations += s.invalidations;
     total.invalidation_retries += s.invalidation_retries;

@@ -24,12 +24,12 @@ impl Cache {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// use cache_runtime::{Cache, Options};
     /// let cache = Cache::builder().memory().build().await?;
-    /// cache.write_through("user:1", &"Grace", &Options::new()).await;
+    /// cache.write_through("user:1", &"Grace".to_string(), &Options::new()).await;
     /// assert_eq!(cache.get::<String>("user:1").await?.as_deref(), Some("Grace"));
     /// # Ok::<(), cache_runtime::Error>(())
     /// # }).unwrap();
     /// ```
-    pub async fn write_through<T: Serialize + ?Sized>(
+    pub async fn write_through<T: Serialize + serde::de::DeserializeOwned>(
         &self,
         key: &str,
         value: &T,

@@ -24,7 +24,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::HashMap;
 
-use cache_runtime::__private::decode_stored;
+use cache_runtime::__private::{decode_stored, fingerprint};
 use cache_runtime::CodecKind;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 /// The maximum value size the decoder is given.
 const MAX: usize = 4096;
 /// Length of the envelope header that [`stored`] writes.
-const HEADER: usize = 24;
+const HEADER: usize = 34;
 /// Longest arbitrary payload fed to types with wide elements.
 const SMALL: usize = 64;
 
@@ -110,6 +110,8 @@ struct Usage {
 /// Decodes `bytes` as a stored `T` and reports the allocations made meanwhile
 /// on this thread.
 fn measure<T: DeserializeOwned>(bytes: &[u8], codec: CodecKind) -> Usage {
+    // The type's fingerprint is traced once per process: not part of a decode.
+    let _ = fingerprint::<T>();
     LARGEST.set(0);
     LIVE.set(0);
     PEAK.set(0);
@@ -125,16 +127,18 @@ fn measure<T: DeserializeOwned>(bytes: &[u8], codec: CodecKind) -> Usage {
     }
 }
 
-/// Wraps `payload` in a plaintext envelope (see `envelope.rs`): no tags, fresh.
-fn stored(codec: CodecKind, payload: &[u8]) -> Vec<u8> {
-    let mut v = b"RC\x01".to_vec();
+/// Wraps `payload` in a plaintext envelope for a `T` (see `envelope.rs`): no
+/// tags, fresh.
+fn stored<T: DeserializeOwned>(codec: CodecKind, payload: &[u8]) -> Vec<u8> {
+    let mut v = b"RC\x02".to_vec();
     v.push(codec.id());
     v.push(0);
     v.push(b';');
     v.extend_from_slice(&u64::MAX.to_le_bytes());
     v.extend_from_slice(&0u32.to_le_bytes());
     v.extend_from_slice(&u32::try_from(payload.len()).expect("short").to_le_bytes());
-    v.extend_from_slice(&0u16.to_le_bytes());
+    v.extend_from_slice(&fingerprint::<T>().to_le_bytes());
+    v.extend_from_slice(&0u32.to_le_bytes());
     assert_eq!(v.len(), HEADER);
     v.extend_from_slice(payload);
     v
@@ -222,7 +226,15 @@ fn check_all(
     what: &str,
     failures: &mut Vec<String>,
 ) {
-    let bytes = stored(codec, payload);
+    let as_type = |ty: &str| -> Vec<u8> {
+        match ty {
+            "Vec<u8>" => stored::<Vec<u8>>(codec, payload),
+            "String" => stored::<String>(codec, payload),
+            "Vec<Rec>" => stored::<Vec<Rec>>(codec, payload),
+            "HashMap<String, u64>" => stored::<HashMap<String, u64>>(codec, payload),
+            _ => stored::<Vec<Vec<u8>>>(codec, payload),
+        }
+    };
     let mut check = |ty: &str, u: Usage| {
         if u.largest > largest || u.peak > peak {
             failures.push(format!(
@@ -234,14 +246,17 @@ fn check_all(
             ));
         }
     };
-    check("Vec<u8>", measure::<Vec<u8>>(&bytes, codec));
-    check("String", measure::<String>(&bytes, codec));
-    check("Vec<Rec>", measure::<Vec<Rec>>(&bytes, codec));
+    check("Vec<u8>", measure::<Vec<u8>>(&as_type("Vec<u8>"), codec));
+    check("String", measure::<String>(&as_type("String"), codec));
+    check("Vec<Rec>", measure::<Vec<Rec>>(&as_type("Vec<Rec>"), codec));
     check(
         "HashMap<String, u64>",
-        measure::<HashMap<String, u64>>(&bytes, codec),
+        measure::<HashMap<String, u64>>(&as_type("HashMap<String, u64>"), codec),
     );
-    check("Vec<Vec<u8>>", measure::<Vec<Vec<u8>>>(&bytes, codec));
+    check(
+        "Vec<Vec<u8>>",
+        measure::<Vec<Vec<u8>>>(&as_type("Vec<Vec<u8>>"), codec),
+    );
 }
 
 /// Lengths announced by the forged values: just over the maximum, the 1 MiB
@@ -338,16 +353,16 @@ fn forged_lengths_bincode() {
 fn the_envelope_written_here_is_the_real_one() {
     for codec in codecs() {
         let value = vec![rec(), rec()];
-        let bytes = stored(codec, &encode(codec, &value));
+        let bytes = stored::<Vec<Rec>>(codec, &encode(codec, &value));
         assert_eq!(decode_stored::<Vec<Rec>>(&bytes, codec, MAX), Ok(value));
         let map: HashMap<String, u64> = [("a".to_string(), 1), ("b".to_string(), 2)].into();
-        let bytes = stored(codec, &encode(codec, &map));
+        let bytes = stored::<HashMap<String, u64>>(codec, &encode(codec, &map));
         assert_eq!(
             decode_stored::<HashMap<String, u64>>(&bytes, codec, MAX),
             Ok(map)
         );
         let big = vec![0u8; MAX];
-        let bytes = stored(codec, &encode(codec, &big));
+        let bytes = stored::<Vec<u8>>(codec, &encode(codec, &big));
         assert!(
             decode_stored::<Vec<u8>>(&bytes, codec, MAX).is_err(),
             "over the maximum"
@@ -364,7 +379,7 @@ fn genuine_values_are_still_reserved_for() {
         if codec == CodecKind::Json {
             continue;
         }
-        let bytes = stored(codec, &encode(codec, &value));
+        let bytes = stored::<Vec<Vec<u32>>>(codec, &encode(codec, &value));
         let u = measure::<Vec<Vec<u32>>>(&bytes, codec);
         assert_eq!(u.reallocs, 0, "{}: {u:?}", codec.name());
         let outer = 10 * size_of::<Vec<u32>>();
@@ -406,8 +421,8 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..=MAX - HEADER),
     ) {
         for codec in codecs() {
-            let bytes = stored(codec, &payload);
-            for u in [measure::<Vec<u8>>(&bytes, codec), measure::<String>(&bytes, codec)] {
+            let (bytes, text) = (stored::<Vec<u8>>(codec, &payload), stored::<String>(codec, &payload));
+            for u in [measure::<Vec<u8>>(&bytes, codec), measure::<String>(&text, codec)] {
                 prop_assert!(
                     u.largest <= MAX,
                     "{}: {} payload bytes, largest allocation {}",

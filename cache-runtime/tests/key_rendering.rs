@@ -34,6 +34,6 @@ async fn integer_placeholders_render_as_display_does() {
         .display(c);
     w.lit(":").display(&d).lit(":").display(&e);
     let key = w.finish();
-    assert_eq!(key, format!("k:-42:7:x%3A%7By%7D:{}:-128", u128::MAX));
+    assert_eq!(key, format!("k:%2D42:7:x%3A%7By%7D:{}:%2D128", u128::MAX));
     assert_eq!(cache().get::<u64>(&key).await.expect("read"), Some(7));
 }

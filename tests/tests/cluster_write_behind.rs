@@ -126,9 +126,9 @@ async fn a_failed_enqueue_on_a_cluster_takes_the_value_back() {
         "it may store values"
     );
 
-    full.set("item:1", &"old", &opts).await.unwrap();
+    full.set("item:1", &"old".to_string(), &opts).await.unwrap();
     let queued = restricted
-        .write_behind("save", "item:1", &"new", &opts, &(1u64, "new"))
+        .write_behind("save", "item:1", &"new".to_string(), &opts, &(1u64, "new"))
         .await;
     assert!(
         queued.is_err(),

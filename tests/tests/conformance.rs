@@ -518,7 +518,10 @@ async fn encrypted_values_are_bound_to_their_key(b: Backend) {
     assert_eq!(v.unwrap(), "fresh");
     assert_eq!(cache.stats().corrupt, before + 1);
     // A plaintext entry planted where an encrypted one is expected is refused too.
-    cache.set("c", &"planted", &opts()).await.unwrap();
+    cache
+        .set("c", &"planted".to_string(), &opts())
+        .await
+        .unwrap();
     let v: Result<String, Infallible> = cache
         .get_or_load("c", &o, || async { Ok("real".to_string()) })
         .await;
@@ -538,7 +541,9 @@ async fn encryption_key_rotation_reads_older_values() {
         .build()
         .await
         .unwrap();
-    old.set("k", &"written under key 1", &o).await.unwrap();
+    old.set("k", &"written under key 1".to_string(), &o)
+        .await
+        .unwrap();
     let new = Cache::builder()
         .url(&url)
         .prefix(&prefix)
@@ -551,7 +556,9 @@ async fn encryption_key_rotation_reads_older_values() {
         new.get_with::<String>("k", &o).await.unwrap().as_deref(),
         Some("written under key 1")
     );
-    new.set("k2", &"written under key 2", &o).await.unwrap();
+    new.set("k2", &"written under key 2".to_string(), &o)
+        .await
+        .unwrap();
     assert_eq!(
         new.debug_get_raw("k2", &Options::new())
             .await

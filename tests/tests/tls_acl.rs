@@ -86,42 +86,63 @@ async fn tls_with_an_acl_user() {
     assert_eq!(v.unwrap(), 5, "a hit over TLS as the ACL user");
     assert_eq!(cache.stats().errors, 0);
 
-    // The control: without the credentials, nothing is stored or served.
+    // The control: without the credentials, the server refuses the cache.
     let anonymous = Cache::builder()
         .url(format!("rediss://127.0.0.1:{tls_port}"))
         .prefix("tls")
         .tls_root_cert(pki.ca_pem.as_bytes())
         .build()
-        .await
-        .unwrap();
-    let v: Result<u32, Infallible> = anonymous.get_or_load("k", &opts, || async { Ok(7) }).await;
-    assert_eq!(v.unwrap(), 7, "no hit without the ACL user");
-    assert!(anonymous.stats().errors > 0, "refused as the default user");
+        .await;
+    assert!(
+        matches!(anonymous, Err(cache_runtime::Error::Config(_))),
+        "refused as the default user: {anonymous:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_wrong_password_fails_open_and_is_counted() {
+async fn wrong_credentials_and_missing_key_access_fail_the_build() {
     let server = RedisServer::start_with(&[
-        "--user", "app", "on", ">right", "~*", "&*", "+@all", "--user", "default", "off",
+        "--user", "app", "on", ">right", "~*", "&*", "+@all", "--user", "other", "on", ">pw",
+        "~other:*", "&*", "+@all", "--user", "default", "off",
     ]);
-    let url = format!("redis://app:wrong@127.0.0.1:{}", server.port());
-    let cache = Cache::builder()
-        .url(&url)
-        .prefix("acl")
-        .build()
+    let build = async |url: String| Cache::builder().url(&url).prefix("acl").build().await;
+    let port = server.port();
+    let wrong = build(format!("redis://app:wrong@127.0.0.1:{port}")).await;
+    let err = wrong.expect_err("a wrong password is a configuration error");
+    assert!(
+        matches!(err, cache_runtime::Error::Config(_)) && err.to_string().contains("credentials"),
+        "{err}"
+    );
+    assert!(
+        !err.to_string().contains("wrong"),
+        "no password in the message: {err}"
+    );
+    let no_keys = build(format!("redis://other:pw@127.0.0.1:{port}")).await;
+    assert!(
+        matches!(no_keys, Err(cache_runtime::Error::Config(_))),
+        "a user that may not touch the cache's keys: {no_keys:?}"
+    );
+    let ok = build(format!("redis://app:right@127.0.0.1:{port}"))
         .await
         .unwrap();
+    let opts = Options::new().ttl(Duration::from_secs(60));
+    let v: Result<u32, Infallible> = ok.get_or_load("k", &opts, || async { Ok(6) }).await;
+    assert_eq!(v.unwrap(), 6);
+    assert_eq!(ok.stats().errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_still_builds_and_fails_open() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let cache = Cache::builder()
+        .url(&url)
+        .prefix("down")
+        .op_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .expect("an outage is not a configuration error");
     let opts = Options::new().ttl(Duration::from_secs(60));
     let v: Result<u32, Infallible> = cache.get_or_load("k", &opts, || async { Ok(5) }).await;
     assert_eq!(v.unwrap(), 5, "the loader still answers");
     assert!(cache.stats().errors > 0, "the failure is counted");
-    let ok = Cache::builder()
-        .url(format!("redis://app:right@127.0.0.1:{}", server.port()))
-        .prefix("acl")
-        .build()
-        .await
-        .unwrap();
-    let v: Result<u32, Infallible> = ok.get_or_load("k", &opts, || async { Ok(6) }).await;
-    assert_eq!(v.unwrap(), 6);
-    assert_eq!(ok.stats().errors, 0);
 }

@@ -104,8 +104,10 @@ async fn write_through_that_cannot_store_deletes_the_key() {
     };
     let restricted = as_user(format!("redis://nowrite:pw@127.0.0.1:{port}")).await;
     let opts = Options::new().ttl(Duration::from_secs(600));
-    full.set("k", &"old", &opts).await.unwrap();
-    restricted.write_through("k", &"new", &opts).await;
+    full.set("k", &"old".to_string(), &opts).await.unwrap();
+    restricted
+        .write_through("k", &"new".to_string(), &opts)
+        .await;
     assert!(restricted.stats().errors > 0, "the failed store is counted");
     assert_eq!(
         full.get::<String>("k").await.unwrap(),
@@ -116,8 +118,8 @@ async fn write_through_that_cannot_store_deletes_the_key() {
     // The delete is refused too: it stays pending, and reads bypass the cache
     // although the old value is still there to be read.
     let refused = as_user(format!("redis://nodelete:pw@127.0.0.1:{port}")).await;
-    full.set("p", &"old", &opts).await.unwrap();
-    refused.write_through("p", &"new", &opts).await;
+    full.set("p", &"old".to_string(), &opts).await.unwrap();
+    refused.write_through("p", &"new".to_string(), &opts).await;
     assert_eq!(refused.pending_invalidations(), 1);
     assert_eq!(
         full.get::<String>("p").await.unwrap().as_deref(),
@@ -149,9 +151,9 @@ async fn write_through_that_cannot_store_deletes_the_key() {
     // A paused server: the store and the delete time out; the delete is retried
     // until the server answers.
     let paused = as_user(server.url()).await;
-    full.set("q", &"old", &opts).await.unwrap();
+    full.set("q", &"old".to_string(), &opts).await.unwrap();
     server.pause_clients(600).await;
-    paused.write_through("q", &"new", &opts).await;
+    paused.write_through("q", &"new".to_string(), &opts).await;
     assert_eq!(paused.pending_invalidations(), 1);
     until_no_pending(&paused).await;
     assert_eq!(full.get::<String>("q").await.unwrap(), None);

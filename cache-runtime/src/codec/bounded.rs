@@ -27,8 +27,13 @@
 //! announced length before reading it); the visitor then copies exactly the
 //! bytes that are there.
 //!
+//! [`Bounded`] also bounds nesting: a value nested more than [`MAX_DEPTH`]
+//! levels deep (an `Option` in an `Option`…, a recursive type) is refused
+//! with an error before the format's recursion can overflow the stack.
+//!
 //! Everything here is generic and inlined, with no allocation and no dynamic
-//! dispatch: a decode pays one [`Cell`] read and write per collection.
+//! dispatch: a decode pays one [`Cell`] read and write per collection, and
+//! two per value for the depth.
 
 use std::cell::Cell;
 use std::fmt;
@@ -39,14 +44,32 @@ use serde::de::{
     VariantAccess, Visitor,
 };
 
-/// How many more collection elements the decode may reserve room for.
-struct Budget(Cell<usize>);
+/// Deepest nesting a decoded value may have (as serde_json's limit).
+pub(crate) const MAX_DEPTH: u32 = 128;
+
+/// How many more collection elements the decode may reserve room for, and
+/// how deep it is now.
+struct Budget(Cell<usize>, Cell<u32>);
 
 impl Budget {
     /// A budget of one element per byte of an input of `input_len` bytes.
     #[inline]
     fn new(input_len: usize) -> Self {
-        Budget(Cell::new(input_len))
+        Budget(Cell::new(input_len), Cell::new(0))
+    }
+
+    /// One level deeper, until the returned guard drops; an error past
+    /// [`MAX_DEPTH`].
+    #[inline]
+    fn enter<E: de::Error>(&self) -> Result<Depth<'_>, E> {
+        let depth = self.1.get() + 1;
+        if depth > MAX_DEPTH {
+            return Err(E::custom(format_args!(
+                "value nested more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        self.1.set(depth);
+        Ok(Depth(&self.1))
     }
 
     /// Passes on a hint of `hint` elements that take at least `bytes_each`
@@ -58,6 +81,16 @@ impl Budget {
         let cost = n.checked_mul(bytes_each).filter(|&c| c <= left)?;
         self.0.set(left - cost);
         Some(n)
+    }
+}
+
+/// A level of nesting, left when dropped.
+struct Depth<'a>(&'a Cell<u32>);
+
+impl Drop for Depth<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
     }
 }
 
@@ -126,6 +159,7 @@ macro_rules! forward {
     ($($method:ident($($arg:ident: $ty:ty),*))*) => {$(
         #[inline]
         fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+            let _depth = self.budget.enter::<D::Error>()?;
             self.de.$method($($arg,)* Wrap::new(visitor, self.budget))
         }
     )*};
@@ -169,12 +203,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Bounded<'_, D> {
     /// Asks for a borrowed string, whose length the format checks first.
     #[inline]
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let _depth = self.budget.enter::<D::Error>()?;
         self.de.deserialize_str(Wrap::new(visitor, self.budget))
     }
 
     /// Asks for borrowed bytes, whose length the format checks first.
     #[inline]
     fn deserialize_byte_buf<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let _depth = self.budget.enter::<D::Error>()?;
         self.de.deserialize_bytes(Wrap::new(visitor, self.budget))
     }
 

@@ -271,7 +271,7 @@ impl RedisStore {
         w: &Write<'_>,
         stream: &str,
         key: &str,
-        args: &[u8],
+        args: super::redis::Args<'_>,
     ) -> Result<()> {
         self.cluster_set(w).await?;
         let mut cmd = redis::cmd("XADD");
@@ -279,8 +279,8 @@ impl RedisStore {
             .arg("*")
             .arg("k")
             .arg(key)
-            .arg("a")
-            .arg(args);
+            .arg(args.field())
+            .arg(args.bytes);
         if let Err(e) = self.query::<String>(&cmd).await {
             if self
                 .delete(std::slice::from_ref(&w.keys.entry))

@@ -239,6 +239,18 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// New tokens for the keys that exist, which keep their lifetimes.
+    pub(crate) fn bump_present(&self, keys: &[String], tokens: &[String]) -> Result<()> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        for (k, t) in keys.iter().zip(tokens) {
+            if let Some(slot) = s.map.get_mut(k.as_str()).filter(|v| v.expires > now) {
+                slot.value = t.as_bytes().to_vec();
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn delete_pattern(&self, pattern: &crate::key::StoredPattern) -> Result<u64> {
         let now = Instant::now();
         let mut s = self.lock();

@@ -244,6 +244,12 @@ impl Store {
         dispatch!(self, s => s.set_tokens(keys, tokens, ttl_ms).await, s.set_tokens(keys, tokens, ttl_ms), Ok(()))
     }
 
+    /// New tokens for those of `keys` that exist (they keep their lifetime;
+    /// none is created).
+    pub(crate) async fn bump_present(&self, keys: &[String], tokens: &[String]) -> Result<()> {
+        dispatch!(self, s => s.bump_present(keys, tokens).await, s.bump_present(keys, tokens), Ok(()))
+    }
+
     pub(crate) async fn put_raw(&self, key: &str, bytes: &[u8], px: u64) -> Result<()> {
         dispatch!(self, s => s.put_raw(key, bytes, px).await, s.put_raw(key, bytes, px), Ok(()))
     }

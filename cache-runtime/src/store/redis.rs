@@ -86,6 +86,8 @@ pub(super) struct Scripts {
     pub(super) lookup_tokens: Script,
     /// An unconditional store of a whole envelope (cluster).
     pub(super) put: Script,
+    /// New tokens for the version tags that exist.
+    bump: Script,
 }
 
 impl Scripts {
@@ -98,12 +100,13 @@ impl Scripts {
             behind: Script::new(include_str!("scripts/behind.lua")),
             lookup_tokens: Script::new(include_str!("scripts/lookup_tokens.lua")),
             put: Script::new(include_str!("scripts/put.lua")),
+            bump: Script::new(include_str!("scripts/bump.lua")),
         }
     }
 
     /// The scripts a deployment uses.
     fn used(&self, cluster: bool) -> Vec<&Script> {
-        let mut all = vec![&self.fill, &self.release];
+        let mut all = vec![&self.fill, &self.release, &self.bump];
         if cluster {
             all.extend([&self.lookup_tokens, &self.put]);
         } else {
@@ -227,10 +230,31 @@ impl RedisStore {
             coalescer: (coalesce && !cluster).then(Coalescer::new),
             _stop: stops,
         };
-        if let Err(e) = store.load_scripts().await {
-            tracing::warn!(error = %e, "cache: Redis not reachable at start; reads use their loaders until it is");
+        match store.check_access(prefix).await {
+            Ok(()) => {}
+            Err(e) if e.is_access_refused() => {
+                return Err(Error::Config(format!(
+                    "Redis refused this cache's credentials or access ({e}): check the user and \
+                     password of the URL, and that its ACL lets it run scripts and read and write \
+                     keys under `{prefix}:`"
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: Redis not reachable at start; reads use their loaders until it is");
+            }
         }
         Ok(store)
+    }
+
+    /// Loads the scripts, then reads and writes (without changing anything)
+    /// a key under the prefix: what every call needs the server to allow.
+    async fn check_access(&self, prefix: &str) -> Result<()> {
+        self.load_scripts().await?;
+        let probe = format!("{prefix}:{{#access}}");
+        self.query::<i64>(redis::cmd("EXISTS").arg(&probe)).await?;
+        self.query::<i64>(redis::cmd("PEXPIRE").arg(&probe).arg(1))
+            .await?;
+        Ok(())
     }
 
     async fn load_scripts(&self) -> Result<()> {
@@ -538,14 +562,17 @@ impl RedisStore {
         w: &Write<'_>,
         stream: &str,
         key: &str,
-        args: &[u8],
+        args: Args<'_>,
     ) -> Result<()> {
         if self.cluster {
             return self.cluster_set_and_enqueue(w, stream, key, args).await;
         }
         let mut inv = self.scripts.behind.prepare_invoke();
         push_write(&mut inv, w, Some(stream));
-        inv.arg(&self.channel).arg(key).arg(args);
+        inv.arg(&self.channel)
+            .arg(key)
+            .arg(args.bytes)
+            .arg(args.field());
         let r: Result<String> = self.invoke(&inv).await;
         self.forget(write_keys(w));
         r.map(|_| ())
@@ -602,6 +629,30 @@ impl RedisStore {
             .await;
         self.forget(keys.iter().map(String::as_str));
         r
+    }
+
+    /// Gives each of `keys` that exists its token, keeping its lifetime
+    /// (`bump.lua`; on a cluster, one key per call: their slots differ).
+    pub(crate) async fn bump_present(&self, keys: &[String], tokens: &[String]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        if self.cluster {
+            let calls = keys.iter().zip(tokens).map(|(k, t)| async move {
+                let mut inv = self.scripts.bump.prepare_invoke();
+                inv.key(k).arg(t);
+                self.invoke::<i64>(&inv).await
+            });
+            futures_util::future::try_join_all(calls).await?;
+        } else {
+            let mut inv = self.scripts.bump.prepare_invoke();
+            for (k, t) in keys.iter().zip(tokens) {
+                inv.key(k).arg(t);
+            }
+            self.invoke::<i64>(&inv).await?;
+        }
+        self.forget(keys.iter().map(String::as_str));
+        Ok(())
     }
 
     /// One `SCAN` step: the next cursor and the keys of this page.
@@ -718,6 +769,22 @@ pub(super) fn with_companions(pattern: &StoredPattern, found: Vec<String>) -> Ve
     keys.sort_unstable();
     keys.dedup();
     keys
+}
+
+/// The serialized arguments of a write-behind call, as its stream entry
+/// holds them.
+#[derive(Clone, Copy)]
+pub(crate) struct Args<'a> {
+    pub(crate) bytes: &'a [u8],
+    /// Sealed with the cache's encryption key (`encrypt = true`).
+    pub(crate) sealed: bool,
+}
+
+impl Args<'_> {
+    /// The entry's field: `a` for plain arguments, `A` for sealed ones.
+    pub(crate) fn field(&self) -> &'static str {
+        if self.sealed { "A" } else { "a" }
+    }
 }
 
 /// How long a copied tag version is used without news from Redis (which
@@ -934,7 +1001,7 @@ mod tests {
     #[test]
     fn lookup_replies_parse() {
         assert!(
-            matches!(reply(b"RC\x01\x01\x00;rest"), Ok(Lookup::Hit(b)) if b.starts_with(b"RC"))
+            matches!(reply(b"RC\x02\x01\x00;rest"), Ok(Lookup::Hit(b)) if b.starts_with(b"RC"))
         );
         assert!(matches!(
             reply(b"10t1,t2"),

@@ -4,7 +4,8 @@
 -- ARGV[1] envelope head, ARGV[2] envelope tail, ARGV[3] ttl (ms),
 -- ARGV[4] tag key ttl (ms), ARGV[5] fresh random prefix for new tag tokens,
 -- ARGV[6] wake-up channel, ARGV[7] the key as callers wrote it, ARGV[8] the
--- call's serialized arguments
+-- call's serialized arguments, ARGV[9] their field: 'a' (plain) or 'A'
+-- (sealed)
 local ntags = #KEYS - 3
 local cur = {}
 if ntags > 0 then
@@ -16,7 +17,7 @@ if ntags > 0 then
     end
   end
 end
-local id = redis.call('XADD', KEYS[3], '*', 'k', ARGV[7], 'a', ARGV[8])
+local id = redis.call('XADD', KEYS[3], '*', 'k', ARGV[7], ARGV[9], ARGV[8])
 redis.call('SET', KEYS[1], ARGV[1] .. table.concat(cur, ',') .. ';' .. ARGV[2], 'PX', ARGV[3])
 local held = redis.call('GET', KEYS[2])
 if held then

@@ -7,7 +7,7 @@
 --         version given to a tag that has none yet), ARGV[3] lease ttl (ms),
 -- ARGV[4] tag key ttl (ms)
 -- Returns: the stored bytes on a hit (they start with the envelope's magic,
--- "RC\1"); otherwise one short string (cheaper to parse than an array),
+-- "RC\2"); otherwise one short string (cheaper to parse than an array),
 -- its first byte what happened, its second `corrupt`:
 --   "1" corrupt tokens     lease granted (tokens: the tags' current tokens,
 --                          comma-separated)
@@ -25,7 +25,7 @@ if ARGV[1] ~= '2' then
   local v = redis.call('GET', KEYS[1])
   if v then
     local semi = nil
-    if string.sub(v, 1, 3) == 'RC\1' then
+    if string.sub(v, 1, 3) == 'RC\2' then
       semi = string.find(v, ';', 6, true)
     end
     if semi then

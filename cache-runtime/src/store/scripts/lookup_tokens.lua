@@ -16,7 +16,7 @@ if ARGV[1] ~= '2' then
   local v = redis.call('GET', KEYS[1])
   if v then
     local semi = nil
-    if string.sub(v, 1, 3) == 'RC\1' then
+    if string.sub(v, 1, 3) == 'RC\2' then
       semi = string.find(v, ';', 6, true)
     end
     if semi then
