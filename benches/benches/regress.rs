@@ -10,7 +10,10 @@
 //!
 //! * `memory/cached_hit`: a `#[cached]` hit on the in-process store;
 //! * `key/display`, `key/hash`: rendering a key the way the macro does
-//!   (a displayed argument; a hashed one);
+//!   (a displayed argument; a hashed one, BLAKE3), and `key/hash_xxh3`, the
+//!   same key with the XXH3-128 hash used before (a reference);
+//! * `key/long_stored`: the stored key of a 700-byte key (its head and its
+//!   BLAKE3 hash), and `key/long_xxh3`, XXH3-128 of the same (a reference);
 //! * `memory/set`, `memory/get`: envelope encode and decode through the
 //!   public `Cache::set` / `Cache::get` on the in-process store;
 //! * `redis/cached_hit`: a `#[cached]` hit against a redis-server that the
@@ -116,6 +119,29 @@ fn keys(c: &mut Criterion) {
                 .lit(":")
                 .hash(black_box(&filter));
             black_box(w.finish())
+        });
+    });
+    c.bench_function("key/hash_xxh3", |b| {
+        b.iter(|| {
+            let mut w = KeyWriter::new();
+            w.lit("orders:").display(black_box(&7u64)).lit(":");
+            let bytes = postcard::to_stdvec(black_box(&filter)).expect("encodes");
+            let digest = xxhash_rust::xxh3::xxh3_128(&bytes);
+            w.lit(&format!("{digest:032x}"));
+            black_box(w.finish())
+        });
+    });
+    let long = format!("search:alice:{}", "q".repeat(687));
+    let options = Options::new();
+    let cache =
+        runtime().block_on(async { Cache::builder().memory().build().await.expect("cache") });
+    c.bench_function("key/long_stored", |b| {
+        b.iter(|| black_box(cache.stored_key(black_box(&long), &options)));
+    });
+    c.bench_function("key/long_xxh3", |b| {
+        b.iter(|| {
+            let digest = xxhash_rust::xxh3::xxh3_128(black_box(long.as_bytes()));
+            black_box(format!("#{digest:032x}"))
         });
     });
 }

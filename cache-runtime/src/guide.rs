@@ -73,6 +73,25 @@
 //! No `key`: the function's path and the hash of all its arguments. `ttl`
 //! takes seconds or a duration string; `0` is a compile error.
 //!
+//! ### Keys
+//!
+//! A key is the template's text with each placeholder's value escaped: every
+//! byte but ASCII letters and digits becomes `%XX` (`"Ada Lovelace"` is
+//! `Ada%20Lovelace`, `-1` is `%2D1`). So write any punctuation you like
+//! between placeholders (`"{org}:{team}"`, `"{org}-{team}"`, `"{org}/{team}"`):
+//! no value can contain it, and no two calls share a key. Two placeholders
+//! with nothing but letters, digits or `%` between them are a compile error,
+//! since `(1, 23)` and `(12, 3)` would then render alike. Hashes (`{x:hash}`,
+//! the default key, keys over 512 bytes) are BLAKE3, 192 bits. A key over 512
+//! bytes keeps its first 448 bytes readable, so patterns still find it. The
+//! exact guarantees, and their limits, are in the README ("Keys, patterns,
+//! tags and types").
+//!
+//! Entries also record the shape of their value type, so that a function
+//! reads only entries of its own type: `version = N` is still the way to
+//! retire entries of an older shape at a deploy, and any process's
+//! `invalidate_keys` removes every version of a key.
+//!
 //! `stale`, `early_refresh`, `lock`, `cache_none`, `codec`, `version`,
 //! `encrypt`, `cache`:
 //!
