@@ -204,9 +204,14 @@ fn hash_hex(bytes: &[u8]) -> String {
 }
 
 fn push_hex(hash: &blake3::Hash, out: &mut String) {
-    for b in &hash.as_bytes()[..HASH_HEX / 2] {
-        let _ = write!(out, "{b:02x}");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; HASH_HEX];
+    for (pair, b) in digits.chunks_exact_mut(2).zip(hash.as_bytes()) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
+    // Hex digits are ASCII.
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
 }
 
 /// A 192-bit, process- and platform-independent hash of a serializable value,
@@ -225,26 +230,15 @@ pub fn hash_value<T: Serialize + ?Sized>(value: &T) -> String {
 }
 
 fn write_hash<T: Serialize + ?Sized>(value: &T, out: &mut String) {
-    let mut hasher = blake3::Hasher::new();
-    // Serializing into a hasher cannot fail for I/O reasons; a value whose
-    // `Serialize` impl itself fails hashes to the hash of what it wrote so far,
-    // plus a marker, so it still gets a stable key.
-    if postcard::to_io(value, HashWriter(&mut hasher)).is_err() {
-        hasher.update(b"\xffserialize-error");
+    // Serialized first, then hashed in one call: cheaper than feeding the
+    // hasher the encoder's many small writes. A value whose `Serialize` impl
+    // itself fails hashes what it wrote so far plus a marker, so it still
+    // gets a stable key.
+    let mut bytes = Vec::with_capacity(64);
+    if postcard::to_io(value, &mut bytes).is_err() {
+        bytes.extend_from_slice(b"\xffserialize-error");
     }
-    push_hex(&hasher.finalize(), out);
-}
-
-struct HashWriter<'a>(&'a mut blake3::Hasher);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    push_hex(&blake3::hash(&bytes), out);
 }
 
 /// Builds a key (or pattern) from literal text and escaped placeholder values.
