@@ -60,6 +60,23 @@ async fn shows_and_invalidates() {
     );
     assert!(inspect(&url, &["invalidate-pattern", "search:*"]).contains("deleted 2"));
     assert!(inspect(&url, &["entry", "search:a"]).contains("no entry"));
+    // Every schema version of a key goes, though the tool never used one.
+    let v3 = Options::new().ttl(Duration::from_secs(600)).version(3);
+    let read = async || -> u32 {
+        let v: Result<u32, std::convert::Infallible> =
+            cache.get_or_load("vk", &v3, || async { Ok(3) }).await;
+        v.unwrap()
+    };
+    read().await;
+    read().await;
+    let loads = cache.stats().loads;
+    inspect(&url, &["invalidate-key", "vk"]);
+    read().await;
+    assert_eq!(
+        cache.stats().loads,
+        loads + 1,
+        "the v3 entry was invalidated"
+    );
     assert!(inspect(&url, &["queue", "app::save"]).contains("0 queued, 0 dead letters"));
     // A dead letter, as the flusher writes one.
     let mut conn = server.conn().await;
