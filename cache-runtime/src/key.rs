@@ -12,7 +12,7 @@
 //!
 //! A key whose stored form would be longer than [`MAX_KEY_LEN`] keeps its
 //! first bytes readable and ends in a hash of the whole key (see
-//! [`push_framed`]), so no argument can make Redis keys grow without bound,
+//! the guide), so no argument can make Redis keys grow without bound,
 //! and a pattern still finds it. Hashes, here and for `{arg:hash}`, are
 //! BLAKE3 truncated to 192 bits: finding two inputs with the same hash takes
 //! about 2^96 work.
@@ -79,7 +79,7 @@ pub(crate) fn escape_frame_into(key: &str, out: &mut String) {
 
 /// Longest key (or tag), after escaping, stored as it is. A longer one (and
 /// the empty key) is stored as its first [`KEPT`] bytes and a hash of the
-/// whole: see [`push_framed`].
+/// whole (`prefix:{head}#hash`).
 pub const MAX_KEY_LEN: usize = 512;
 
 /// Bytes of a long key kept readable in its stored form.
